@@ -1,0 +1,168 @@
+"""Checkpoint folders: `config.json` + `model.safetensors` (+ `training.json`), never pickled.
+
+For smp architectures the folder is what `segmentation_models_pytorch.from_pretrained(folder)` loads;
+our Attention U-Net loads through `load_checkpoint`.
+
+Example:
+    >>> from polyp.checkpoint import load_checkpoint
+    >>> model, info = load_checkpoint("runs/export/best")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import segmentation_models_pytorch as smp
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from polyp.config import ConfigError, TrainConfig, parse_config
+from polyp.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from polyp.io import write_json
+from polyp.models import ARCHITECTURES, build_model
+from polyp.models.attention_unet import AttentionUNet
+
+CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE = "config.json", "model.safetensors", "training.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that is missing a file or whose files do not match."""
+
+
+@dataclass
+class CheckpointInfo:
+    """What `training.json` says about a checkpoint."""
+
+    config: TrainConfig
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    extra: dict[str, Any]  # metrics, study, trial and anything else stored beside the config
+
+
+def preprocessing(cfg: TrainConfig) -> dict[str, Any]:
+    """The input preprocessing a checkpoint of `cfg` expects."""
+    return {"image_size": cfg.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "resize": "square, INTER_AREA", "input": "RGB uint8 / 255, then (x - mean) / std"}
+
+
+def save_checkpoint(model: nn.Module, cfg: TrainConfig, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Writes `model` and its config into `folder`, atomically (a temporary folder renamed at the end).
+
+    Args:
+        model: the trained model (any device; weights are saved from CPU copies).
+        cfg: its training config.
+        folder: target folder; an existing one is replaced only once the new one is complete.
+        extra: more facts for training.json (metrics, study, trial).
+
+    Returns:
+        The folder.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+        state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+        if isinstance(model, AttentionUNet):
+            config = {"_model_class": "AttentionUNet", **model.config}
+        else:
+            config = {"_model_class": type(model).__name__, **model.config, "encoder_weights": None}
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        write_json(staging / TRAINING_FILE, {"train_config": cfg.to_dict(), "preprocessing": preprocessing(cfg),
+                                              **(extra or {})})
+        if folder.exists():
+            backup = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            os.replace(folder, backup)
+            os.replace(staging, folder)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: missing {path.name}; a checkpoint needs {CONFIG_FILE}, {WEIGHTS_FILE} and {TRAINING_FILE}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_info(folder: str | Path) -> CheckpointInfo:
+    """Reads `training.json` of a checkpoint folder."""
+    data = _read_json(Path(folder) / TRAINING_FILE)
+    try:
+        cfg = parse_config(data.get("train_config", {}))
+    except ConfigError as error:
+        raise CheckpointError(f"{Path(folder) / TRAINING_FILE}: {error}") from None
+    pre = data.get("preprocessing", preprocessing(cfg))
+    extra = {k: v for k, v in data.items() if k not in ("train_config", "preprocessing")}
+    return CheckpointInfo(cfg, int(pre.get("image_size", cfg.image_size)), tuple(pre.get("mean", IMAGENET_MEAN)),
+                          tuple(pre.get("std", IMAGENET_STD)), extra)
+
+
+def load_checkpoint(folder: str | Path) -> tuple[nn.Module, CheckpointInfo]:
+    """Loads a checkpoint folder into an eval-mode CPU model, reading only JSON and safetensors.
+
+    Raises:
+        CheckpointError: a file is missing, unreadable, or the weights do not fit the config.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: checkpoint folder does not exist")
+    config = _read_json(folder / CONFIG_FILE)
+    info = read_info(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{folder}: missing {WEIGHTS_FILE}")
+    class_name = config.get("_model_class")
+    model = build_model_for(info.config)
+    expected = type(model).__name__
+    if class_name != expected:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: model class {class_name!r} does not match "
+                              f"{TRAINING_FILE}'s arch {info.config.arch!r} ({expected})")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{weights}: cannot read safetensors ({error})") from None
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{weights}: weights do not fit {info.config.arch}/{info.config.encoder} depth {info.config.encoder_depth}: "
+            f"{len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected "
+            f"(e.g. {(result.missing_keys + result.unexpected_keys)[:3]})"
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{weights}: weights do not fit the config: {str(error)[:300]}") from None
+    return model.eval(), info
+
+
+def build_model_for(cfg: TrainConfig) -> nn.Module:
+    """The untrained model of `cfg` without fetching any encoder weights."""
+    return build_model(parse_config({"encoder_weights": "none"}, base=cfg))
+
+
+def load_with_smp(folder: str | Path) -> nn.Module:
+    """Loads an smp checkpoint with `segmentation_models_pytorch.from_pretrained` (for interoperability)."""
+    return smp.from_pretrained(str(folder))
+
+
+__all__ = ["ARCHITECTURES", "CheckpointError", "CheckpointInfo", "load_checkpoint", "load_with_smp",
+           "preprocessing", "read_info", "save_checkpoint"]

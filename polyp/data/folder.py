@@ -1,0 +1,78 @@
+"""Finds image/mask pairs in a Kvasir-SEG, CVC-ClinicDB or PolypGen style folder, checking all at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+MASK_NAME_SUFFIXES = ("_mask", "_segmentation")
+
+
+class DataError(ValueError):
+    """A data folder that cannot be used; the message names every offending file."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image and its mask."""
+
+    stem: str
+    image: Path
+    mask: Path
+
+
+def _mask_stem(stem: str) -> str:
+    for suffix in MASK_NAME_SUFFIXES:
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def _index(folder: Path, problems: list[str], strip: bool) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            problems.append(f"{path}: not an image file (expected {', '.join(IMAGE_SUFFIXES)})")
+            continue
+        stem = _mask_stem(path.stem) if strip else path.stem
+        if stem in found:
+            problems.append(f"{path}: same stem {stem!r} as {found[stem].name}")
+            continue
+        found[stem] = path
+    return found
+
+
+def find_pairs(root: str | Path) -> list[Pair]:
+    """Pairs `root/images/*` with `root/masks/*` by file stem.
+
+    Masks may be named like their image or `<stem>_mask.*` / `<stem>_segmentation.*`, in any of
+    IMAGE_SUFFIXES. Every problem (missing folder, unpaired file, non-image file) is collected and
+    reported in one DataError.
+
+    Args:
+        root: the data folder holding `images/` and `masks/`.
+
+    Returns:
+        The pairs, sorted by stem.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder does not exist")
+    missing = [name for name in ("images", "masks") if not (root / name).is_dir()]
+    if missing:
+        raise DataError(f"{root}: missing sub-folder(s) {', '.join(missing)}; expected images/ and masks/")
+    problems: list[str] = []
+    images = _index(root / "images", problems, strip=False)
+    masks = _index(root / "masks", problems, strip=True)
+    if not images and not masks and not problems:
+        raise DataError(f"{root}: images/ and masks/ are empty")
+    for stem in sorted(set(images) - set(masks)):
+        problems.append(f"{images[stem]}: no mask in {root / 'masks'}")
+    for stem in sorted(set(masks) - set(images)):
+        problems.append(f"{masks[stem]}: no image in {root / 'images'}")
+    if problems:
+        raise DataError(f"{root}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    return [Pair(stem, images[stem], masks[stem]) for stem in sorted(images)]

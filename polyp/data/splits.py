@@ -1,0 +1,92 @@
+"""Train/val/test splits: seeded fractions or a list of test stems, saved as a JSON manifest."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from polyp.data.folder import DataError
+from polyp.io import write_json
+
+
+@dataclass(frozen=True)
+class Split:
+    """Stems of the training, validation and test images, and how they were chosen."""
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    seed: int
+    method: str  # "fractions" or "test-list:<file>"
+
+    def save(self, path: str | Path) -> None:
+        """Writes the split as a JSON manifest (atomically)."""
+        write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Split:
+        """Reads a manifest written by `save`."""
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(**data)
+        except (OSError, ValueError, TypeError) as error:
+            raise DataError(f"{path}: not a split manifest: {error}") from None
+
+
+def read_test_list(path: str | Path) -> list[str]:
+    """Reads a file of test stems, one per line (file names with suffixes are accepted)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: test list does not exist")
+    stems = [Path(line.strip()).stem for line in path.read_text().splitlines() if line.strip()]
+    if not stems:
+        raise DataError(f"{path}: test list is empty")
+    return stems
+
+
+def make_split(
+    stems: list[str],
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    test_list: str | Path | None = None,
+) -> Split:
+    """Splits `stems` into train/val/test.
+
+    Args:
+        stems: every image stem of the data set.
+        seed: shuffling seed; the same seed and stems give the same split.
+        val_fraction: share of all images for validation.
+        test_fraction: share of all images for testing (ignored with `test_list`).
+        test_list: a file of test stems (e.g. the PraNet Kvasir list); the rest is split into train/val.
+
+    Returns:
+        The split, each part sorted.
+    """
+    if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise DataError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must leave images to train on")
+    ordered = sorted(stems)
+    if test_list is not None:
+        wanted = read_test_list(test_list)
+        missing = sorted(set(wanted) - set(ordered))
+        if missing:
+            raise DataError(f"{test_list}: {len(missing)} stem(s) not in the data: {', '.join(missing[:10])}")
+        test = sorted(set(wanted))
+        rest = [s for s in ordered if s not in set(test)]
+        random.Random(seed).shuffle(rest)
+        n_val = round(len(ordered) * val_fraction)
+        method = f"test-list:{Path(test_list).name}"
+    else:
+        rest = list(ordered)
+        random.Random(seed).shuffle(rest)
+        n_test = max(1, round(len(ordered) * test_fraction)) if test_fraction > 0 else 0
+        test, rest = sorted(rest[:n_test]), rest[n_test:]
+        n_val = round(len(ordered) * val_fraction)
+        method = "fractions"
+    n_val = max(1, n_val) if val_fraction > 0 else 0
+    val, train = sorted(rest[:n_val]), sorted(rest[n_val:])
+    if not train or (val_fraction > 0 and not val):
+        raise DataError(f"{len(ordered)} images are too few to split into train/val/test")
+    return Split(train=train, val=val, test=test, seed=seed, method=method)

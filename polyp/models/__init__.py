@@ -1,0 +1,130 @@
+"""Model registry: segmentation-models-pytorch architectures and our Attention U-Net.
+
+Example:
+    >>> from polyp.config import TrainConfig
+    >>> from polyp.models import build_model
+    >>> model = build_model(TrainConfig(arch="linknet", encoder="resnet18", encoder_depth=4))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from polyp.config import ConfigError, TrainConfig
+from polyp.models.attention_unet import AttentionUNet
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "unetplusplus": smp.UnetPlusPlus,
+    "linknet": smp.Linknet,
+    "unet": smp.Unet,
+    "fpn": smp.FPN,
+    "deeplabv3plus": smp.DeepLabV3Plus,
+    "manet": smp.MAnet,
+    "attention_unet": AttentionUNet,
+}
+ENCODERS = (
+    "resnet18", "resnet34", "resnet50", "mobilenet_v2", "efficientnet-b0", "efficientnet-b2",
+    "timm-efficientnet-b0", "mit_b0",
+)
+_DEPTH5_ONLY = {"mit_b0"}  # mix-transformer encoders have no shallower variants in smp
+_UNSUPPORTED = {("unetplusplus", "mit_b0"), ("linknet", "mit_b0")}  # smp refuses these pairs
+_ATTENTION_ARCHS = {"unet", "unetplusplus"}  # archs with a decoder_attention_type argument
+_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+
+
+def check_buildable(cfg: TrainConfig) -> None:
+    """Raises ConfigError saying why `cfg` names a model that cannot be built."""
+    if cfg.arch not in ARCHITECTURES:
+        raise ConfigError(f"arch: {cfg.arch!r} is not one of {', '.join(ARCHITECTURES)}")
+    if cfg.arch == "attention_unet":
+        if cfg.encoder_weights == "imagenet":
+            raise ConfigError("encoder_weights: attention_unet has no ImageNet encoder; use none or a weights file")
+        if cfg.decoder_attention != "none":
+            raise ConfigError("decoder_attention: attention_unet already gates its skips; use none")
+        return
+    if cfg.encoder not in ENCODERS:
+        raise ConfigError(f"encoder: {cfg.encoder!r} is not one of {', '.join(ENCODERS)}")
+    if (cfg.arch, cfg.encoder) in _UNSUPPORTED:
+        raise ConfigError(f"encoder: segmentation-models-pytorch's {cfg.arch} does not support {cfg.encoder}")
+    if cfg.encoder in _DEPTH5_ONLY and cfg.encoder_depth != 5:
+        raise ConfigError(f"encoder_depth: {cfg.encoder} exists only with depth 5, not {cfg.encoder_depth}")
+    if cfg.decoder_attention != "none" and cfg.arch not in _ATTENTION_ARCHS:
+        raise ConfigError(
+            f"decoder_attention: {cfg.arch} has no decoder attention; scse works with {', '.join(sorted(_ATTENTION_ARCHS))}"
+        )
+
+
+def is_buildable(cfg: TrainConfig) -> bool:
+    """True when check_buildable accepts `cfg`."""
+    try:
+        check_buildable(cfg)
+    except ConfigError:
+        return False
+    return True
+
+
+def model_kwargs(cfg: TrainConfig) -> dict:
+    """The constructor arguments of `cfg`'s architecture, decoder channels derived from the depth."""
+    depth = cfg.encoder_depth
+    if cfg.arch == "attention_unet":
+        return {"encoder_depth": depth, "in_channels": 3, "classes": 1}
+    kwargs = {"encoder_name": cfg.encoder, "encoder_depth": depth, "encoder_weights": None,
+              "in_channels": 3, "classes": 1}
+    if cfg.arch in ("unet", "unetplusplus", "manet"):
+        kwargs["decoder_channels"] = list(_DECODER_CHANNELS[:depth])
+    if cfg.arch in _ATTENTION_ARCHS and cfg.decoder_attention != "none":
+        kwargs["decoder_attention_type"] = cfg.decoder_attention
+    if cfg.arch == "fpn":
+        kwargs["upsampling"] = 2 ** (depth - 3)  # FPN's head sits at stride 2**(depth-3)
+    return kwargs
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    """Builds the model `cfg` names, with its encoder weights.
+
+    Args:
+        cfg: the training config (arch, encoder, encoder_depth, decoder_attention, encoder_weights).
+
+    Returns:
+        A module mapping images (N,3,H,W) to logits (N,1,H,W).
+
+    Raises:
+        ConfigError: the combination cannot be built; the message says why.
+    """
+    check_buildable(cfg)
+    kwargs = model_kwargs(cfg)
+    if cfg.encoder_weights == "imagenet":
+        kwargs["encoder_weights"] = "imagenet"
+    model = ARCHITECTURES[cfg.arch](**kwargs)
+    if cfg.encoder_weights not in ("none", "imagenet"):
+        load_encoder_weights(model, cfg.encoder_weights)
+    if cfg.encoder_weights == "imagenet":
+        model.config["encoder_weights"] = None  # a saved checkpoint holds the weights: never re-download
+    return model
+
+
+def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
+    """Loads encoder weights from a .safetensors file (or a weights-only .pth/.pt) into `model`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"encoder_weights: {path} is not a file (use none, imagenet or a weights file)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # weights_only: never unpickles code
+    target = model.encoder if hasattr(model, "encoder") and not isinstance(model.encoder, nn.ModuleList) else model
+    state = {key.removeprefix("encoder."): value for key, value in state.items()}
+    result = target.load_state_dict(state, strict=False)
+    if len(result.missing_keys) == len(target.state_dict()):
+        raise ConfigError(f"encoder_weights: {path} holds no weights that fit the {type(target).__name__}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

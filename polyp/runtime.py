@@ -1,0 +1,60 @@
+"""Device, precision and input normalisation shared by training, prediction and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from polyp.data.augment import IMAGENET_MEAN, IMAGENET_STD
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" picks CUDA when available, else the CPU; "cuda" without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bfloat16 matrix units (AVX512-BF16 or AMX), where bf16 autocast pays."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `name` on `device`, or None for plain float32.
+
+    "auto" means bf16 on CPUs with bf16 units and on GPUs that support it, fp16 on older GPUs, else fp32.
+    """
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        return torch.bfloat16
+    if name == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """An autocast context for `dtype`, or a no-op for float32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class Normalizer:
+    """Turns uint8 image batches (N,3,H,W) into normalised float input on the device."""
+
+    def __init__(self, device: torch.device, channels_last: bool = True, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.device, self.channels_last = device, channels_last
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.to(self.device, non_blocking=True).float() - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
