@@ -1,0 +1,146 @@
+"""Options and set-up shared by the search commands (run, replay, analyze, export, dashboard)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from polyp.config import ConfigError, parse_config
+from polyp.data import DataError, PolypData, Split, prepare_data
+from search.outputs import study_dir
+from search.samplers import build_pruner, build_sampler
+from search.storage import StorageError, default_storage_url, open_storage
+from search.studies import PRUNERS, SAMPLERS, StudyError, StudySpec, load_study
+
+DEFAULT_RUN_DIR = "runs"
+USER_ERRORS = (StudyError, StorageError, ConfigError, DataError, OSError, ValueError)
+
+
+def add_study_options(parser: argparse.ArgumentParser, run_dir_flag: str = "--out") -> None:
+    """--study, --storage, --out (or --run-dir): which study, where it is stored, where its files go."""
+    parser.add_argument("--study", required=True, help="study name (studies/NAME.toml) or path to a .toml file")
+    parser.add_argument("--storage", help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in --out)")
+    if run_dir_flag == "--out":
+        parser.add_argument("--out", "--run-dir", dest="run_dir", default=DEFAULT_RUN_DIR,
+                            help=f"run folder (default: {DEFAULT_RUN_DIR}/)")
+    else:
+        parser.add_argument("--run-dir", dest="run_dir", default=DEFAULT_RUN_DIR,
+                            help=f"run folder (default: {DEFAULT_RUN_DIR}/)")
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """Data, sampler, pruner and the TrainConfig overrides a search takes from the command line."""
+    parser.add_argument("--data", help="folder with images/ and masks/, or 'synthetic' (default: the study's)")
+    parser.add_argument("--test-list", help="file of test image stems (e.g. the PraNet Kvasir list)")
+    parser.add_argument("--sampler", choices=SAMPLERS, help="default: the study's")
+    parser.add_argument("--pruner", choices=PRUNERS, help="default: the study's")
+    parser.add_argument("--epochs", type=int, help="epochs per trial (default: the study's)")
+    parser.add_argument("--image-size", type=int, help="input size in pixels (default: the study's)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto")
+    parser.add_argument("--seed", type=int, help="sampler and split seed (default: the study's)")
+    parser.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    parser.add_argument("--heartbeat", type=int, default=15,
+                        help="seconds between a running trial's heartbeats; silent for 2x this = dead worker (default 15)")
+    parser.add_argument("--quiet", action="store_true", help="no line per epoch")
+    parser.add_argument("--trainer", default="polyp.train:fit",
+                        help="training function as module:name (default polyp.train:fit; tests use a fake one)")
+
+
+def import_trainer(spec: str):
+    """The callable named "module:name" (the training function the objective calls)."""
+    import importlib
+
+    module_name, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"--trainer {spec!r}: cannot import ({error}); write module:function") from None
+
+
+def fail(message: str, code: int = 2) -> int:
+    """Prints an error for the user and returns the exit code."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+@dataclass
+class Session:
+    """An opened study: its definition, run folder, storage URL and the Optuna study."""
+
+    spec: StudySpec
+    run_dir: Path
+    storage_url: str
+    storage: optuna.storages.RDBStorage
+    study: optuna.Study
+
+    @property
+    def folder(self) -> Path:
+        """`<run folder>/<study>`."""
+        return study_dir(self.run_dir, self.spec.name)
+
+
+def writable_run_dir(path: str) -> Path:
+    """Creates the run folder and checks that it can be written; a clear OSError otherwise."""
+    run_dir = Path(path)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise OSError(f"run folder {run_dir} is not writable: {error.strerror or error}") from None
+    return run_dir
+
+
+def apply_overrides(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
+    """The study with the command line's data, sampler, pruner, seed, epochs and image size."""
+    from dataclasses import replace
+
+    run = replace(spec.run, **{k: v for k, v in {
+        "data": getattr(args, "data", None), "test_list": getattr(args, "test_list", None),
+        "sampler": getattr(args, "sampler", None), "pruner": getattr(args, "pruner", None),
+        "seed": getattr(args, "seed", None)}.items() if v is not None})
+    overrides = {k: v for k, v in {"epochs": getattr(args, "epochs", None), "image_size": getattr(args, "image_size", None),
+                                   "device": getattr(args, "device", None)}.items() if v is not None}
+    base = parse_config(overrides, base=spec.base)
+    if "image_size" in overrides:
+        depths = spec.space.get("encoder_depth", [base.encoder_depth])
+        for depth in depths if isinstance(depths, list) else [5]:
+            if base.image_size % 2**depth:
+                raise ConfigError(f"--image-size {base.image_size} is not a multiple of 2**{depth} (encoder_depth {depth} is searched)")
+    return replace(spec, run=run, base=base)
+
+
+def open_session(args: argparse.Namespace, create: bool = True) -> Session:
+    """Loads the study definition, opens the storage and creates or loads the Optuna study."""
+    spec = apply_overrides(load_study(args.study), args)
+    run_dir = writable_run_dir(args.run_dir)
+    url = args.storage or default_storage_url(run_dir)
+    storage = open_storage(url, getattr(args, "heartbeat", 15))
+    if create:
+        seed = spec.run.seed
+        study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", load_if_exists=True,
+                                    sampler=build_sampler(spec.run.sampler, spec, seed), pruner=build_pruner(spec.run.pruner, spec))
+    else:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        if spec.name not in names:
+            raise StudyError(f"no study {spec.name!r} in {url}; studies there: {', '.join(names) or 'none'}")
+        study = optuna.load_study(study_name=spec.name, storage=storage)
+    return Session(spec, run_dir, url, storage, study)
+
+
+def load_data(session: Session) -> PolypData:
+    """Decodes the study's data once; the split is read from (or written to) `<study>/split.json`."""
+    run = session.spec.run
+    manifest = session.folder / "split.json"
+    split = Split.load(manifest) if manifest.exists() else None
+    data = prepare_data(run.data, session.spec.base.image_size, run.seed, run.val_fraction, run.test_fraction,
+                        run.test_list or None, split=split, synthetic_count=run.synthetic_count)
+    if split is None:
+        data.split.save(manifest)
+    return data

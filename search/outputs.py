@@ -1,0 +1,67 @@
+"""What a trial leaves behind: its folder (config, history, loss curve, prediction sheet, checkpoint)
+and the same files as Optuna artifacts, so optuna-dashboard shows them on the trial's page."""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+from polyp.checkpoint import save_checkpoint
+from polyp.config import TrainConfig
+from polyp.data import ImageSet
+from polyp.io import write_json
+from polyp.plots import loss_curve, predict_masks, prediction_sheet
+from polyp.train.__main__ import write_history
+from polyp.train.loop import TrainResult
+from search.studies import validate_study_name
+
+
+def study_dir(run_dir: Path, study_name: str) -> Path:
+    """`<run folder>/<study>`; the name was validated so it never escapes the run folder."""
+    folder = (run_dir / validate_study_name(study_name)).resolve()
+    if run_dir.resolve() not in folder.parents:
+        raise ValueError(f"study folder {folder} is outside the run folder {run_dir}")
+    return folder
+
+
+def trial_dir(run_dir: Path, study_name: str, number: int) -> Path:
+    """`<run folder>/<study>/trial-<number>`."""
+    return study_dir(run_dir, study_name) / f"trial-{number}"
+
+
+def artifact_store(run_dir: Path) -> FileSystemArtifactStore:
+    """The file-system artifact store of a run folder (`<run folder>/artifacts`)."""
+    folder = run_dir / "artifacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(folder))
+
+
+def write_trial_files(folder: Path, cfg: TrainConfig, result: TrainResult, sample: ImageSet, title: str,
+                      keep_checkpoint: bool, facts: dict) -> list[Path]:
+    """Writes config.json, history.csv, loss_curve.png, predictions.png (and checkpoint/) into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "config.json", cfg.to_dict())
+    write_history(folder / "history.csv", result.history)
+    files = [folder / "config.json", folder / "history.csv"]
+    if result.history:
+        files.append(loss_curve(result.history, folder / "loss_curve.png", title))
+    if len(sample) and result.best_epoch:
+        masks = predict_masks(result.model.cpu(), sample)
+        files.append(prediction_sheet(sample, masks, folder / "predictions.png", f"{title} — best epoch {result.best_epoch}"))
+    if keep_checkpoint and result.best_epoch:
+        checkpoint = save_checkpoint(result.model, cfg, folder / "checkpoint", facts)
+        files += [checkpoint / "config.json", checkpoint / "model.safetensors", checkpoint / "training.json"]
+    return files
+
+
+def upload_files(store: FileSystemArtifactStore, trial: optuna.trial.Trial, files: list[Path]) -> dict[str, str]:
+    """Uploads `files` as artifacts of `trial`; returns file name -> artifact id."""
+    ids = {}
+    for path in files:
+        name = path.name if path.parent.name != "checkpoint" else f"checkpoint-{path.name}"
+        mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        ids[name] = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype=mimetype)
+    return ids

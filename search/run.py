@@ -1,0 +1,99 @@
+"""The search: `python -m search.run --study unetpp --n-trials 40`.
+
+Runs until the study holds N finished trials (complete or pruned, counted over every worker on the same
+storage), so the same command resumes an interrupted study and several workers share one.
+
+Example:
+    python -m search.run --study demo --n-trials 6 --data synthetic
+    python -m search.run --study unetpp --n-trials 40 --storage postgresql://postgres@db-host/optuna
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import optuna
+from optuna.trial import TrialState
+
+from search.cli import (
+    USER_ERRORS,
+    Session,
+    add_study_options,
+    add_training_options,
+    fail,
+    import_trainer,
+    load_data,
+    open_session,
+)
+from search.notes import write_note
+from search.objective import Objective
+from search.runner import describe, print_trial, run_until
+
+
+def summary_table(session: Session, top: int = 5) -> str:
+    """The best finished trials with their test metrics and output folders."""
+    trials = [t for t in session.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    trials.sort(key=lambda t: t.value, reverse=True)
+    states = {s: 0 for s in TrialState}
+    for t in session.study.get_trials(deepcopy=False):
+        states[t.state] += 1
+    lines = [f"study {session.spec.name}: {states[TrialState.COMPLETE]} complete, {states[TrialState.PRUNED]} pruned, "
+             f"{states[TrialState.FAIL]} failed  (storage {session.storage_url})",
+             f"{'trial':>5}  {'val mDice':>9}  {'test mDice':>10}  {'test mIoU':>9}  config / outputs"]
+    for t in trials[:top]:
+        test = t.user_attrs.get("test") or {}
+        lines.append(f"{t.number:>5}  {t.value:>9.4f}  {test.get('mdice', float('nan')):>10.4f}  "
+                     f"{test.get('miou', float('nan')):>9.4f}  {describe(t)}\n{'':>40}{t.user_attrs.get('output_dir', '')}")
+    return "\n".join(lines)
+
+
+def next_steps(session: Session) -> str:
+    """What to open next."""
+    study = f"--study {session.spec.name} --run-dir {session.run_dir}"
+    storage = f" --storage '{session.storage_url}'" if session.storage_url.split(":")[0] != "sqlite" else ""
+    return "\n".join([
+        "next:",
+        f"  report:    python -m search.analyze {study}{storage}",
+        f"  dashboard: python -m search.dashboard {study}{storage}",
+        f"  export:    python -m search.export {study}{storage} --out {session.run_dir}/{session.spec.name}/best-model",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run an Optuna search over polyp segmentation models.")
+    add_study_options(parser)
+    parser.add_argument("--n-trials", type=int, required=True, help="finished trials the study must hold")
+    add_training_options(parser)
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        trainer = import_trainer(args.trainer)
+        session = open_session(args)
+        data = load_data(session)
+    except USER_ERRORS as error:
+        return fail(str(error))
+    spec = session.spec
+    print(f"study {spec.name}: target {args.n_trials} finished trials, sampler {spec.run.sampler}, pruner {spec.run.pruner}, "
+          f"{spec.base.epochs} epochs at {spec.base.image_size} px, data {data.root} "
+          f"({len(data.train)}/{len(data.val)}/{len(data.test)} train/val/test), worker pid {os.getpid()}", flush=True)
+    given = {"epochs": args.epochs, "device": args.device}
+    overrides = {"image_size": spec.base.image_size, **{k: getattr(spec.base, k) for k, v in given.items() if v is not None}}
+    objective = Objective(spec, data, session.run_dir, overrides=overrides, trainer=trainer, verbose=not args.quiet,
+                          after_trial=[write_note])
+    try:
+        outcome = run_until(session.study, objective, args.n_trials, session.storage, timeout=args.timeout,
+                            callbacks=[print_trial])
+    except KeyboardInterrupt:
+        print("\ninterrupted: the running trial is marked FAIL; run the same command again to resume.", file=sys.stderr)
+        return 130
+    if outcome == "timeout":
+        print(f"--timeout {args.timeout:.0f} s reached: no new trial started.")
+    print(summary_table(session))
+    print(next_steps(session))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Registries of Optuna samplers and pruners by name, built from a study's run settings."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+
+from search.studies import PRUNERS, SAMPLERS, Range, StudySpec
+
+
+def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
+    """The grid of a study: categorical choices as they are, numeric ranges as low, (mid,) high."""
+    grid: dict[str, list[Any]] = {}
+    for name, entry in spec.space.items():
+        if isinstance(entry, list):
+            grid[name] = entry
+        elif entry.log:
+            grid[name] = [entry.low, math.sqrt(entry.low * entry.high), entry.high]
+        else:
+            grid[name] = [entry.low, (entry.low + entry.high) / 2, entry.high]
+        if isinstance(entry, Range) and spec.base.__dataclass_fields__[name].type in ("int", int):
+            grid[name] = sorted({int(round(v)) for v in grid[name]})
+    return grid
+
+
+def build_sampler(name: str, spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler `name` (tpe, random, gp, grid), seeded."""
+    startup = spec.run.startup_trials
+    makers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
+                                                  group=True, constant_liar=True),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup),
+        "grid": lambda: optuna.samplers.GridSampler(grid_space(spec), seed=seed),
+    }
+    if name not in makers:
+        raise ValueError(f"sampler: {name!r} is not one of {', '.join(SAMPLERS)}")
+    return makers[name]()
+
+
+def build_pruner(name: str, spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The pruner `name` (median, hyperband, sha, none) with the study's warm-up and epochs."""
+    warmup, epochs = spec.run.warmup_epochs, spec.base.epochs
+    makers = {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=spec.run.startup_trials, n_warmup_steps=warmup),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=max(1, warmup), max_resource=epochs,
+                                                            reduction_factor=3),
+        "sha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup), reduction_factor=3),
+        "none": optuna.pruners.NopPruner,
+    }
+    if name not in makers:
+        raise ValueError(f"pruner: {name!r} is not one of {', '.join(PRUNERS)}")
+    return makers[name]()

@@ -1,0 +1,204 @@
+"""Study definitions: a TOML file in studies/ naming the search space and the run's defaults.
+
+A file has four tables: [study] (name, description), [run] (data, sampler, pruner and their settings),
+[train] (fixed TrainConfig values) and [space] (TrainConfig fields to search: a list is a categorical
+choice, a table {low, high, log, step} a numeric range).
+
+Example:
+    >>> from search.studies import load_study
+    >>> spec = load_study("demo")  # studies/demo.toml
+    >>> spec.run.sampler
+    'tpe'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from polyp.config import FIELDS, ConfigError, TrainConfig, parse_config
+from polyp.models import is_buildable
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+SAMPLERS = ("tpe", "random", "gp", "grid")
+PRUNERS = ("median", "hyperband", "sha", "none")
+
+
+class StudyError(ValueError):
+    """A study definition that cannot be used; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a study runs when the command line does not say otherwise."""
+
+    data: str = "synthetic"  # folder with images/ and masks/, or "synthetic"
+    test_list: str = ""  # file of test stems; empty = seeded fractions
+    sampler: str = "tpe"  # tpe | random | gp | grid
+    pruner: str = "median"  # median | hyperband | sha | none
+    startup_trials: int = 5  # trials sampled at random (and never pruned by median) before the model kicks in
+    warmup_epochs: int = 2  # epochs every trial runs before the pruner may stop it
+    sample_images: int = 6  # test images on each trial's prediction sheet
+    val_fraction: float = 0.1  # share of images for validation
+    test_fraction: float = 0.1  # share of images for testing (without test_list)
+    seed: int = 0  # sampler and split seed
+    synthetic_count: int = 96  # images generated when data = "synthetic"
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric search range."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """One study definition: name, run settings, the fixed config and the search space."""
+
+    name: str
+    description: str
+    run: RunSettings
+    base: TrainConfig
+    space: dict[str, list[Any] | Range] = field(default_factory=dict)
+    source: str = ""
+
+
+def validate_study_name(name: str) -> str:
+    """Returns `name` if it is safe as a study and folder name; refuses "/", ".." and the like."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
+        raise StudyError(
+            f"study name {name!r} is not allowed: use letters, digits, '_', '-', '.' (no '/', no '..')"
+        )
+    return name
+
+
+def study_path(name_or_path: str) -> Path:
+    """The TOML file of a study name (studies/NAME.toml) or an explicit path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.is_file():
+        if not candidate.is_file():
+            raise StudyError(f"{candidate}: study file does not exist")
+        return candidate
+    validate_study_name(name_or_path)
+    path = STUDIES_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in STUDIES_DIR.glob("*.toml"))
+        raise StudyError(f"unknown study {name_or_path!r}; known studies: {', '.join(known)} (or give a path to a .toml file)")
+    return path
+
+
+def _run_settings(table: dict, where: str) -> RunSettings:
+    known = {f.name: f for f in dataclasses.fields(RunSettings)}
+    for key, value in table.items():
+        if key not in known:
+            raise StudyError(f"{where}[run].{key}: unknown key; valid keys: {', '.join(known)}")
+        expected = type(known[key].default)
+        if expected is float and isinstance(value, int):
+            continue
+        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+            raise StudyError(f"{where}[run].{key}: expected {expected.__name__}, got {value!r}")
+    settings = RunSettings(**table)
+    if settings.sampler not in SAMPLERS:
+        raise StudyError(f"{where}[run].sampler: {settings.sampler!r} is not one of {', '.join(SAMPLERS)}")
+    if settings.pruner not in PRUNERS:
+        raise StudyError(f"{where}[run].pruner: {settings.pruner!r} is not one of {', '.join(PRUNERS)}")
+    return settings
+
+
+def _space_entry(key: str, value: Any, base: TrainConfig, where: str) -> list[Any] | Range:
+    if key not in FIELDS:
+        raise StudyError(f"{where}[space].{key}: not a TrainConfig field; valid: {', '.join(FIELDS)}")
+    if key in ("image_size", "device", "seed"):
+        raise StudyError(f"{where}[space].{key}: cannot be searched (images are decoded once at one size, and "
+                         f"device and seed are run settings); set it in [train]")
+    if isinstance(value, list):
+        if not value:
+            raise StudyError(f"{where}[space].{key}: empty list of choices")
+        for choice in value:
+            try:
+                parse_config({key: choice}, base=base)
+            except ConfigError as error:
+                raise StudyError(f"{where}[space].{key}: choice {choice!r} is invalid: {error}") from None
+        return list(value)
+    if isinstance(value, dict):
+        unknown = set(value) - {"low", "high", "log", "step"}
+        if unknown or not {"low", "high"} <= set(value):
+            raise StudyError(f"{where}[space].{key}: a range needs low and high (and optionally log, step)")
+        if FIELDS[key].type not in ("int", "float", int, float):
+            raise StudyError(f"{where}[space].{key}: a range only works for numeric fields")
+        span = Range(float(value["low"]), float(value["high"]), bool(value.get("log", False)), value.get("step"))
+        if not span.low < span.high or (span.log and span.low <= 0):
+            raise StudyError(f"{where}[space].{key}: need 0 < low < high for log ranges and low < high otherwise")
+        for bound in (span.low, span.high):
+            try:
+                parse_config({key: int(bound) if FIELDS[key].type in ("int", int) else bound}, base=base)
+            except ConfigError as error:
+                raise StudyError(f"{where}[space].{key}: bound {bound} is invalid: {error}") from None
+        return span
+    raise StudyError(f"{where}[space].{key}: expected a list of choices or a table {{low, high}}, got {value!r}")
+
+
+def _check_combinations(spec: StudySpec, where: str) -> None:
+    """Refuses spaces whose arch x encoder x depth choices include a model that cannot be built."""
+    choices = {key: spec.space.get(key, [getattr(spec.base, key)]) for key in ("arch", "encoder", "encoder_depth")}
+    if any(isinstance(c, Range) for c in choices.values()):
+        raise StudyError(f"{where}[space]: arch, encoder and encoder_depth must be lists of choices")
+    for arch, encoder, depth in itertools.product(*choices.values()):
+        cfg = dataclasses.replace(spec.base, arch=arch, encoder=encoder, encoder_depth=depth, decoder_attention="none") \
+            if spec.base.image_size % 2**depth == 0 else None
+        if cfg is None:
+            raise StudyError(f"{where}[train].image_size: {spec.base.image_size} is not a multiple of 2**{depth} "
+                             f"(encoder_depth {depth} is in the space)")
+        if not is_buildable(cfg):
+            raise StudyError(f"{where}[space]: {arch} with encoder {encoder} at depth {depth} cannot be built; "
+                             f"remove one of them from the space")
+
+
+def parse_study(data: dict, name: str, where: str = "") -> StudySpec:
+    """Builds a StudySpec from a parsed TOML document, naming the key of every problem."""
+    unknown = set(data) - {"study", "run", "train", "space"}
+    if unknown:
+        raise StudyError(f"{where}{sorted(unknown)[0]}: unknown table; valid tables: study, run, train, space")
+    meta = data.get("study", {})
+    for key in meta:
+        if key not in ("name", "description"):
+            raise StudyError(f"{where}[study].{key}: unknown key; valid keys: name, description")
+    name = validate_study_name(meta.get("name", name))
+    run = _run_settings(data.get("run", {}), where)
+    try:
+        base = parse_config(data.get("train", {}))
+    except ConfigError as error:
+        raise StudyError(f"{where}[train].{error}") from None
+    space = {key: _space_entry(key, value, base, where) for key, value in data.get("space", {}).items()}
+    spec = StudySpec(name, str(meta.get("description", "")), run, base, space, source=where.rstrip(": "))
+    _check_combinations(spec, where)
+    return spec
+
+
+def load_study(name_or_path: str) -> StudySpec:
+    """Loads studies/NAME.toml (or a TOML path) into a validated StudySpec.
+
+    Raises:
+        StudyError: an unknown study, unreadable TOML, or a bad key (the message names it).
+    """
+    path = study_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise StudyError(f"{path}: cannot read study file: {error}") from None
+    return parse_study(data, path.stem, f"{path}: ")
