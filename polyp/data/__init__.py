@@ -46,10 +46,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("POLYP_CACHE", Path.home() / ".cache" / "polyp"))
 
 
-def resolve_data_dir(data: str | Path, synthetic_count: int = 48, synthetic_size: int = 64) -> Path:
+def resolve_data_dir(data: str | Path, synthetic_count: int = 96, synthetic_size: int = 64) -> Path:
     """Returns the folder for `data`; "synthetic" generates (once) and returns the synthetic set."""
     if str(data) == SYNTHETIC:
-        return synthetic_folder(default_cache_dir(), count=synthetic_count, size=synthetic_size)
+        return synthetic_folder(default_cache_dir(), count=synthetic_count, size=max(64, synthetic_size))
     return Path(data)
 
 
@@ -62,6 +62,7 @@ def prepare_data(
     test_list: str | Path | None = None,
     split: Split | None = None,
     cache: bool = True,
+    synthetic_count: int = 96,
 ) -> PolypData:
     """Finds, checks, decodes and splits a data folder (or "synthetic").
 
@@ -74,11 +75,12 @@ def prepare_data(
         test_list: file of test stems.
         split: a split to reuse (e.g. loaded from a manifest); overrides the fractions.
         cache: keep decoded arrays on disk under default_cache_dir(), keyed by content and size.
+        synthetic_count: images generated when `data` is "synthetic".
 
     Returns:
         The decoded splits.
     """
-    root = resolve_data_dir(data)
+    root = resolve_data_dir(data, synthetic_count, synthetic_size=image_size)
     images = load_images(root, image_size, default_cache_dir() / "decoded" if cache else None)
     if split is None:
         split = make_split(images.stems, seed, val_fraction, test_fraction, test_list)
