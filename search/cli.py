@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from search.storage import StorageError, default_storage_url, open_storage
 from search.studies import PRUNERS, SAMPLERS, StudyError, StudySpec, load_study
 
 DEFAULT_RUN_DIR = "runs"
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, TPE group: stable in use
 USER_ERRORS = (StudyError, StorageError, ConfigError, DataError, OSError, ValueError)
 
 
