@@ -1,0 +1,120 @@
+"""Search efficiency: the hand-made grid (every CSV row trained to the end) against the study's default
+(its sampler with pruning), on the same data and the same budget of training epochs.
+
+Prints each method's best validation mDice against the epochs spent, and on its last line how many times
+fewer epochs the study needed to match the grid's best. The grid's cost is its whole budget: a person
+running a spreadsheet only knows its best row once every row has run.
+
+Example:
+    python -m search.bench --data ../shared/data/kvasir-seg --image-size 64 --epochs 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from polyp.config import parse_config
+from polyp.data import prepare_data
+from polyp.train import fit
+from search.cli import USER_ERRORS, fail, import_trainer
+from search.grid import read_grid
+from search.objective import Objective
+from search.samplers import build_pruner, build_sampler
+from search.studies import StudySpec, load_study
+
+Curve = list[tuple[int, float]]  # (epochs spent so far, best validation mDice so far) after each trial
+
+
+def run_grid(spec: StudySpec, csv_path: str, data, trainer, rows: int | None) -> Curve:
+    """Trains every CSV row to the end (no pruning); returns the best-so-far curve."""
+    curve, spent, best = [], 0, 0.0
+    for row in read_grid(csv_path, spec.base).rows[:rows]:
+        cfg = parse_config({"epochs": spec.base.epochs, "image_size": spec.base.image_size}, base=row.config)
+        result = trainer(cfg, data, None, evaluate_test=False)
+        spent += len(result.history)
+        best = max(best, result.best_val.get("mdice", 0.0))
+        curve.append((spent, best))
+        print(f"  grid row {row.number:>2}: {cfg.arch}/{cfg.encoder} d{cfg.encoder_depth} lr {cfg.lr:.1e} "
+              f"{cfg.loss:<14} val mDice {result.best_val.get('mdice', 0.0):.4f}  epochs {spent:>4}  best {best:.4f}",
+              flush=True)
+    return curve
+
+
+def run_study(spec: StudySpec, data, trainer, budget: int, run_dir: Path) -> Curve:
+    """Runs the study's default sampler and pruner until `budget` epochs are spent."""
+    study = optuna.create_study(direction="maximize", sampler=build_sampler(spec.run.sampler, spec, spec.run.seed),
+                                pruner=build_pruner(spec.run.pruner, spec))
+    objective = Objective(spec, data, run_dir, overrides={"epochs": spec.base.epochs, "image_size": spec.base.image_size},
+                          trainer=trainer, verbose=False)
+    curve, spent = [], 0
+    while spent < budget:
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+        trial = study.trials[-1]
+        spent += int(trial.user_attrs.get("epochs_run", 0))
+        best = max((t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), default=0.0)
+        curve.append((spent, best))
+        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        print(f"  study trial {trial.number:>2}: {trial.state.name:<8} value {value}  "
+              f"epochs run {trial.user_attrs.get('epochs_run', 0)}  spent {spent:>4}  best {best:.4f}", flush=True)
+    return curve
+
+
+def epochs_to_reach(curve: Curve, target: float) -> int | None:
+    """The epochs spent when the curve first reached `target`, or None."""
+    return next((spent for spent, best in curve if best >= target - 1e-9), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Grid (every CSV row to the end) vs the study's default search.")
+    parser.add_argument("--study", default="grid", help="study whose defaults (sampler, pruner, space) are measured")
+    parser.add_argument("--csv", default="hyperparameters.csv", help="the grid (default: hyperparameters.csv)")
+    parser.add_argument("--data", default="synthetic", help="data folder or 'synthetic'")
+    parser.add_argument("--test-list", help="file of test stems (kept out of training and validation)")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per trial for both methods")
+    parser.add_argument("--rows", type=int, help="use only the first ROWS rows of the CSV")
+    parser.add_argument("--trainer", default="polyp.train:fit", help="training function module:name")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_study(args.study)
+        spec = dataclasses.replace(spec, base=parse_config({"image_size": args.image_size, "epochs": args.epochs},
+                                                           base=spec.base))
+        trainer = fit if args.trainer == "polyp.train:fit" else import_trainer(args.trainer)
+        data = prepare_data(args.data, args.image_size, spec.run.seed, test_list=args.test_list)
+        read_grid(args.csv, spec.base)
+    except USER_ERRORS as error:
+        return fail(str(error))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(f"data {data.root}: {len(data.train)}/{len(data.val)}/{len(data.test)} at {args.image_size} px, "
+          f"{args.epochs} epochs per trial; study {spec.name}: sampler {spec.run.sampler}, pruner {spec.run.pruner} "
+          f"(startup {spec.run.startup_trials}, warm-up {spec.run.warmup_epochs} epochs)")
+    started = time.perf_counter()
+    print("grid (every row trained to the end):")
+    grid = run_grid(spec, args.csv, data, trainer, args.rows)
+    grid_seconds = time.perf_counter() - started
+    budget, grid_best = grid[-1][0], grid[-1][1]
+    print(f"study default ({spec.run.sampler} + {spec.run.pruner} pruning), same budget of {budget} epochs:")
+    with tempfile.TemporaryDirectory() as run_dir:
+        study = run_study(spec, data, trainer, budget, Path(run_dir))
+    print(f"grid:  best val mDice {grid_best:.4f}, reached after {epochs_to_reach(grid, grid_best)} epochs, "
+          f"known only after all {budget} epochs ({grid_seconds / 60:.1f} min)")
+    print(f"study: best val mDice {study[-1][1]:.4f} after {study[-1][0]} epochs "
+          f"({(time.perf_counter() - started - grid_seconds) / 60:.1f} min)")
+    needed = epochs_to_reach(study, grid_best)
+    if needed is None:
+        print(f"the study did not match the grid's best ({grid_best:.4f}) within {budget} epochs")
+        return 0
+    print(f"the study matched the grid's best val mDice {grid_best:.4f} after {needed} epochs against the grid's "
+          f"{budget}: {budget / needed:.1f}x fewer epochs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
