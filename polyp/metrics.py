@@ -53,13 +53,15 @@ class SegmentationCounts:
         if not self._stats:
             raise ValueError("no images were added; cannot compute metrics of an empty pass")
         tp, fp, fn, tn = (column[:, None] for column in self.stats.T)
+        # pooled scores use "macro": over our one class it pools every pixel like "micro", but unlike
+        # "micro" it applies zero_division (a pass with no polyp and no prediction scores 1, not NaN)
         scores = {
             "mdice": smp_metrics.f1_score(tp, fp, fn, tn, reduction="micro-imagewise", zero_division=1.0),
             "miou": smp_metrics.iou_score(tp, fp, fn, tn, reduction="micro-imagewise", zero_division=1.0),
-            "dice_pooled": smp_metrics.f1_score(tp, fp, fn, tn, reduction="micro", zero_division=1.0),
-            "iou_pooled": smp_metrics.iou_score(tp, fp, fn, tn, reduction="micro", zero_division=1.0),
-            "precision": smp_metrics.precision(tp, fp, fn, tn, reduction="micro", zero_division=1.0),
-            "recall": smp_metrics.recall(tp, fp, fn, tn, reduction="micro", zero_division=1.0),
+            "dice_pooled": smp_metrics.f1_score(tp, fp, fn, tn, reduction="macro", zero_division=1.0),
+            "iou_pooled": smp_metrics.iou_score(tp, fp, fn, tn, reduction="macro", zero_division=1.0),
+            "precision": smp_metrics.precision(tp, fp, fn, tn, reduction="macro", zero_division=1.0),
+            "recall": smp_metrics.recall(tp, fp, fn, tn, reduction="macro", zero_division=1.0),
             "accuracy": smp_metrics.accuracy(tp, fp, fn, tn, reduction="micro"),
         }
         return {name: float(value) for name, value in scores.items()}

@@ -58,6 +58,18 @@ def find_pairs(root: str | Path) -> list[Pair]:
     Returns:
         The pairs, sorted by stem.
     """
+    pairs, problems = scan_pairs(root)
+    if problems:
+        raise DataError(f"{root}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    return pairs
+
+
+def scan_pairs(root: str | Path) -> tuple[list[Pair], list[str]]:
+    """Like `find_pairs`, but returns the pairs found and the problems instead of raising on problems.
+
+    Raises:
+        DataError: only when `root`, `images/` or `masks/` is missing or both are empty.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder does not exist")
@@ -73,6 +85,4 @@ def find_pairs(root: str | Path) -> list[Pair]:
         problems.append(f"{images[stem]}: no mask in {root / 'masks'}")
     for stem in sorted(set(masks) - set(images)):
         problems.append(f"{masks[stem]}: no image in {root / 'images'}")
-    if problems:
-        raise DataError(f"{root}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
-    return [Pair(stem, images[stem], masks[stem]) for stem in sorted(images)]
+    return [Pair(stem, images[stem], masks[stem]) for stem in sorted(set(images) & set(masks))], problems

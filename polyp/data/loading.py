@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from polyp.data.folder import DataError, Pair, find_pairs
+from polyp.data.folder import DataError, Pair, scan_pairs
 
 MASK_THRESHOLD = 128  # Kvasir masks are JPEGs: binarise the noisy values at mid-grey
 
@@ -87,11 +87,12 @@ def load_images(root: str | Path, size: int, cache_dir: str | Path | None = None
         The whole data set in memory.
 
     Raises:
-        DataError: listing every unreadable file and every mask whose size differs from its image.
+        DataError: listing every unpaired, non-image or unreadable file and every mask whose size differs
+            from its image, all in one message.
     """
-    pairs = find_pairs(root)
+    pairs, problems = scan_pairs(root)
     cache_file = None
-    if cache_dir is not None:
+    if cache_dir is not None and not problems:
         cache_file = Path(cache_dir) / f"images-{content_key(pairs, size)}.npz"
         if cache_file.exists():
             with np.load(cache_file, allow_pickle=False) as cached:
@@ -101,7 +102,7 @@ def load_images(root: str | Path, size: int, cache_dir: str | Path | None = None
                 )
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
         results = list(pool.map(lambda pair: _load_pair(pair, size), pairs))
-    problems = [r for r in results if isinstance(r, str)]
+    problems += [r for r in results if isinstance(r, str)]
     if problems:
         raise DataError(f"{root}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     data = ImageSet(

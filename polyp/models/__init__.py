@@ -118,11 +118,11 @@ def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
         state = load_file(str(path))
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)  # weights_only: never unpickles code
-    target = model.encoder if hasattr(model, "encoder") and not isinstance(model.encoder, nn.ModuleList) else model
+    target = model.encoder if hasattr(model, "encoder") else model  # AttentionUNet.encoder is a ModuleList
     state = {key.removeprefix("encoder."): value for key, value in state.items()}
-    result = target.load_state_dict(state, strict=False)
-    if len(result.missing_keys) == len(target.state_dict()):
+    if not set(state) & set(target.state_dict()):
         raise ConfigError(f"encoder_weights: {path} holds no weights that fit the {type(target).__name__}")
+    nn.Module.load_state_dict(target, state, strict=False)  # smp encoders override it without `strict`/result
 
 
 def count_parameters(model: nn.Module) -> int:
