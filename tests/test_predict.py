@@ -1,0 +1,117 @@
+"""The command lines: `python -m polyp.predict` on a folder of images, `python -m polyp.train` on synthetic data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import polyp.predict
+import polyp.train.__main__
+from polyp.checkpoint import load_checkpoint, save_checkpoint
+from polyp.config import TrainConfig
+from polyp.data import Split, read_mask, write_synthetic
+from polyp.metrics import dice_iou
+from polyp.models import build_model
+
+IMAGE_SIZE = 40  # the originals' side: deliberately not the model's 32 px input
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An untrained LinkNet checkpoint."""
+    cfg = TrainConfig(arch="linknet", encoder="resnet18", encoder_depth=3, image_size=32)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    return save_checkpoint(model, cfg, tmp_path_factory.mktemp("model") / "checkpoint")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Three synthetic 40 px images with masks."""
+    return write_synthetic(tmp_path_factory.mktemp("photos"), count=3, size=IMAGE_SIZE, seed=5)
+
+
+def test_predict_writes_masks_overlays_and_scores(checkpoint, photos, tmp_path, capsys):
+    out = tmp_path / "out"
+
+    code = polyp.predict.main(["--model", str(checkpoint), "--input", str(photos / "images"), "--out", str(out),
+                               "--masks", str(photos / "masks")])
+
+    assert code == 0
+    printed = capsys.readouterr().out
+    stems = [f"synth_{i:04d}" for i in range(3)]
+    dices = []
+    for stem in stems:
+        mask = cv2.imread(str(out / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+        overlay = cv2.imread(str(out / f"{stem}_overlay.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (IMAGE_SIZE, IMAGE_SIZE) and set(np.unique(mask)) <= {0, 255}
+        assert overlay.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+        dice, iou = dice_iou(torch.from_numpy(mask > 0), torch.from_numpy(read_mask(photos / "masks" / f"{stem}.png")))
+        line = re.search(rf"^{stem}  dice (\S+)  iou (\S+)$", printed, re.MULTILINE)
+        assert line, printed
+        assert float(line.group(1)) == pytest.approx(dice, abs=1e-4)
+        assert float(line.group(2)) == pytest.approx(iou, abs=1e-4)
+        dices.append(dice)
+    mean = re.search(r"mean over 3 images: mdice (\S+)", printed)
+    assert mean and float(mean.group(1)) == pytest.approx(np.mean(dices), abs=1e-4)
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{s}_{kind}.png" for s in stems for kind in ("mask", "overlay"))
+
+
+def test_predict_writes_gradcam_heat_maps(checkpoint, photos, tmp_path):
+    image = photos / "images" / "synth_0001.jpg"
+
+    code = polyp.predict.main(["--model", str(checkpoint), "--input", str(image), "--out", str(tmp_path), "--gradcam"])
+
+    assert code == 0
+    heat = cv2.imread(str(tmp_path / "synth_0001_gradcam.png"))
+    assert heat.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert (tmp_path / "synth_0001_mask.png").is_file()
+
+
+def test_predict_refuses_a_missing_model_folder(photos, tmp_path, capsys):
+    code = polyp.predict.main(["--model", str(tmp_path / "no-model"), "--input", str(photos / "images"),
+                               "--out", str(tmp_path / "out")])
+
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "no-model" in error and "does not exist" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_command_writes_a_run_folder(synthetic_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+
+    code = polyp.train.__main__.main([
+        "--data", str(synthetic_dir), "--out", str(out), "--val-fraction", "0.25", "--test-fraction", "0.25",
+        "--arch", "linknet", "--encoder", "resnet18", "--encoder-depth", "3", "--image-size", "32",
+        "--batch-size", "4", "--epochs", "1", "--augment", "none", "--precision", "fp32", "--threads", "1",
+        "--device", "cpu",
+    ])
+
+    assert code == 0
+    assert "epoch 1/1" in capsys.readouterr().out
+    with open(out / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 1 and rows[0]["epoch"] == "1" and float(rows[0]["val_mdice"]) >= 0
+    split = Split.load(out / "split.json")
+    assert (len(split.train), len(split.val), len(split.test)) == (8, 4, 4)
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "completed" and result["best_epoch"] == 1
+    assert set(result["val"]) >= {"mdice", "miou"} and result["test"]["mdice"] >= 0
+    model, info = load_checkpoint(out / "checkpoint")
+    assert info.config.arch == "linknet" and info.config.image_size == 32
+    assert info.extra["metrics"]["val"]["mdice"] == result["val"]["mdice"]
+
+
+def test_train_command_refuses_a_bad_flag_value(synthetic_dir, tmp_path, capsys):
+    code = polyp.train.__main__.main(["--data", str(synthetic_dir), "--out", str(tmp_path / "run"), "--lr", "fast"])
+
+    assert code == 2
+    assert "lr:" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
