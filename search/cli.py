@@ -109,12 +109,16 @@ def apply_overrides(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
         "seed": getattr(args, "seed", None)}.items() if v is not None})
     overrides = {k: v for k, v in {"epochs": getattr(args, "epochs", None), "image_size": getattr(args, "image_size", None),
                                    "device": getattr(args, "device", None)}.items() if v is not None}
-    base = parse_config(overrides, base=spec.base)
+    base = spec.base
     if "image_size" in overrides:
         depths = spec.space.get("encoder_depth", [base.encoder_depth])
         for depth in depths if isinstance(depths, list) else [5]:
-            if base.image_size % 2**depth:
-                raise ConfigError(f"--image-size {base.image_size} is not a multiple of 2**{depth} (encoder_depth {depth} is searched)")
+            if overrides["image_size"] % 2**depth:
+                raise ConfigError(f"--image-size {overrides['image_size']} is not a multiple of 2**{depth} "
+                                  f"(encoder_depth {depth} is searched)")
+        if isinstance(depths, list):  # every trial samples its depth, so only the searched depths constrain the size
+            base = replace(base, encoder_depth=min(depths))
+    base = parse_config(overrides, base=base)
     return replace(spec, run=run, base=base)
 
 

@@ -144,6 +144,10 @@ def _space_entry(key: str, value: Any, base: TrainConfig, where: str) -> list[An
         span = Range(float(value["low"]), float(value["high"]), bool(value.get("log", False)), value.get("step"))
         if not span.low < span.high or (span.log and span.low <= 0):
             raise StudyError(f"{where}[space].{key}: need 0 < low < high for log ranges and low < high otherwise")
+        if span.step is not None and (span.log or isinstance(span.step, bool) or not isinstance(span.step, (int, float))
+                                      or not 0 < span.step <= span.high - span.low):
+            raise StudyError(f"{where}[space].{key}: step must be a number in (0, high - low] and cannot be "
+                             f"combined with log = true")
         for bound in (span.low, span.high):
             try:
                 parse_config({key: int(bound) if FIELDS[key].type in ("int", int) else bound}, base=base)

@@ -1,0 +1,135 @@
+"""The objective with the fake trainer: a finished trial's value, attributes and files; pruning; failures."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from search_fixtures import fast_pictures, search_cache, tiny_spec  # noqa: F401
+
+from search.notes import write_note
+from search.objective import Objective
+from search.storage import default_storage_url, open_storage
+from search.testing import fake_fit, scripted_dice
+
+GOOD_LR, BAD_LR = 3e-3, 2e-5  # the fake trainer's best learning rate, and one it learns almost nothing with
+TRIAL_FILES = ["config.json", "history.csv", "loss_curve.png", "predictions.png"]
+CHECKPOINT_FILES = ["config.json", "model.safetensors", "training.json"]
+
+
+pytestmark = pytest.mark.usefixtures("search_cache")  # POLYP_CACHE in tmp_path, no fake-trainer knobs
+
+
+def _objective(data, run_dir: Path, spec=None, **kwargs) -> Objective:
+    return Objective(spec or tiny_spec(), data, run_dir, trainer=fake_fit, verbose=False, **kwargs)
+
+
+def _memory_study(pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    return optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
+                               pruner=pruner or optuna.pruners.NopPruner())
+
+
+def test_completed_trial_value_attributes_and_files(synthetic_data, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    storage = open_storage(default_storage_url(tmp_path))
+    study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize")
+    study.enqueue_trial({"lr": GOOD_LR})
+    study.optimize(_objective(synthetic_data, run_dir, after_trial=[write_note]), n_trials=1)
+
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    history = trial.user_attrs["history"]
+    assert len(history) == 3
+    assert trial.value == max(row["val_mdice"] for row in history) == scripted_dice(replace(tiny_spec().base, lr=GOOD_LR), 3)
+    assert trial.user_attrs["best_epoch"] == 3
+    for key in ("config", "history", "parameters", "images_per_second", "test", "best_epoch", "overhead_seconds"):
+        assert key in trial.user_attrs, key
+    assert trial.user_attrs["config"]["lr"] == GOOD_LR and trial.user_attrs["config"]["arch"] == "linknet"
+    assert trial.user_attrs["parameters"] > 0 and trial.user_attrs["test"]["mdice"] > 0
+
+    folder = run_dir / "tiny" / "trial-0"
+    assert trial.user_attrs["output_dir"] == str(folder.resolve())
+    for name in TRIAL_FILES:
+        assert (folder / name).stat().st_size > 0, name
+    for name in CHECKPOINT_FILES:
+        assert (folder / "checkpoint" / name).stat().st_size > 0, name
+    assert (folder / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((folder / "config.json").read_text())["lr"] == GOOD_LR
+    assert len((folder / "history.csv").read_text().strip().splitlines()) == 1 + 3
+
+    artifacts = trial.user_attrs["artifacts"]
+    assert set(artifacts) == set(TRIAL_FILES) | {f"checkpoint-{name}" for name in CHECKPOINT_FILES}
+    metas = optuna.artifacts.get_all_artifact_meta(trial, storage=storage)
+    assert {meta.artifact_id for meta in metas} == set(artifacts.values())
+    assert {meta.filename for meta in metas} == set(TRIAL_FILES) | set(CHECKPOINT_FILES)
+    stored = {path.name for path in (run_dir / "artifacts").rglob("*") if path.is_file()}
+    assert set(artifacts.values()) <= stored
+
+
+@pytest.mark.usefixtures("fast_pictures")
+def test_overrides_beat_the_sampled_config(synthetic_data, tmp_path: Path):
+    study = _memory_study()
+    study.optimize(_objective(synthetic_data, tmp_path, overrides={"epochs": 2}), n_trials=1)
+    assert study.trials[0].user_attrs["config"]["epochs"] == 2
+    assert len(study.trials[0].user_attrs["history"]) == 2
+
+
+@pytest.mark.usefixtures("fast_pictures")
+def test_bad_trials_are_pruned_and_keep_no_checkpoint(synthetic_data, tmp_path: Path):
+    study = _memory_study(optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    for lr in (GOOD_LR, GOOD_LR, BAD_LR, BAD_LR, GOOD_LR):
+        study.enqueue_trial({"lr": lr})
+    study.optimize(_objective(synthetic_data, tmp_path), n_trials=5)
+
+    states = [trial.state for trial in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED,
+                      TrialState.COMPLETE]
+    for trial in study.trials:
+        folder = tmp_path / "tiny" / f"trial-{trial.number}"
+        assert (folder / "config.json").is_file() and (folder / "history.csv").is_file()
+        if trial.state == TrialState.PRUNED:
+            assert not (folder / "checkpoint").exists()
+            assert len(trial.user_attrs["history"]) < 3
+            assert trial.user_attrs["status"] == "stopped"
+            assert not any(name.startswith("checkpoint-") for name in trial.user_attrs["artifacts"])
+        else:
+            assert (folder / "checkpoint" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("knob, reason", [("POLYP_FAKE_FAIL_LR", "RuntimeError: scripted failure"),
+                                          ("POLYP_FAKE_DIVERGE_LR", "TrialFailed: training loss became nan")])
+@pytest.mark.usefixtures("fast_pictures")
+def test_failing_trial_is_recorded_and_the_study_goes_on(synthetic_data, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, knob: str, reason: str):
+    monkeypatch.setenv(knob, "0.1")
+    study = _memory_study()
+    for lr in (0.5, GOOD_LR, 0.9, GOOD_LR):
+        study.enqueue_trial({"lr": lr})
+    study.optimize(_objective(synthetic_data, tmp_path), n_trials=4, catch=(Exception,))
+
+    states = [trial.state for trial in study.trials]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    for trial in study.trials:
+        if trial.state == TrialState.FAIL:
+            assert trial.user_attrs["fail_reason"].startswith(reason)
+            assert trial.value is None
+            assert not (tmp_path / "tiny" / f"trial-{trial.number}" / "checkpoint").exists()
+        else:
+            assert "fail_reason" not in trial.user_attrs
+    assert study.best_trial.number in (1, 3)
+
+
+@pytest.mark.usefixtures("fast_pictures")
+def test_keyboard_interrupt_fails_the_trial_and_stops(synthetic_data, tmp_path: Path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    study = _memory_study()
+    objective = Objective(tiny_spec(), synthetic_data, tmp_path, trainer=interrupted, verbose=False)
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(objective, n_trials=3, catch=(Exception,))
+    assert [trial.state for trial in study.trials] == [TrialState.FAIL]

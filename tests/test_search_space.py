@@ -1,0 +1,177 @@
+"""The search space: `suggest` with FixedTrial, conditional parameters, sampled configs, samplers and pruners."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import optuna
+import pytest
+from optuna.trial import FixedTrial
+from search_fixtures import tiny_spec
+
+from polyp.losses import parse_loss_spec
+from polyp.models import check_buildable
+from search.samplers import build_pruner, build_sampler, grid_space
+from search.space import suggest
+from search.studies import load_study
+
+DEMO_PARAMS = {"arch": "linknet", "encoder": "resnet18", "encoder_depth": 3, "lr": 2e-3, "loss": "dice+focal"}
+
+
+def test_fixed_trial_gives_the_expected_config():
+    spec = load_study("demo")
+    cfg = suggest(FixedTrial(DEMO_PARAMS), spec)
+    assert cfg == dataclasses.replace(spec.base, **DEMO_PARAMS)
+    assert cfg.image_size == 64 and cfg.epochs == 8 and cfg.batch_size == 8  # from [train]
+
+
+def test_fixed_trial_suggests_exactly_the_space():
+    spec = load_study("demo")
+    trial = FixedTrial(DEMO_PARAMS)
+    suggest(trial, spec)
+    assert trial.params == DEMO_PARAMS
+
+
+def test_fixed_trial_missing_a_parameter_is_an_error():
+    params = {k: v for k, v in DEMO_PARAMS.items() if k != "lr"}
+    with pytest.raises(ValueError, match="lr"):
+        suggest(FixedTrial(params), load_study("demo"))
+
+
+UNETPP = {"arch": "unetplusplus", "encoder": "resnet34", "encoder_depth": 4, "decoder_attention": "scse", "lr": 1e-3,
+          "batch_size": 4, "optimizer": "adamw", "weight_decay": 1e-4, "augment": "heavy", "schedule": "cosine"}
+
+
+def test_tversky_alpha_only_with_a_tversky_loss():
+    spec = load_study("unetpp")
+    with_tversky = FixedTrial({**UNETPP, "loss": "dice+focal+tversky", "tversky_alpha": 0.25})
+    assert suggest(with_tversky, spec).tversky_alpha == 0.25
+    assert "tversky_alpha" in with_tversky.params
+    without = FixedTrial({**UNETPP, "loss": "bce+dice", "tversky_alpha": 0.25})
+    assert suggest(without, spec).tversky_alpha == spec.base.tversky_alpha
+    assert "tversky_alpha" not in without.params
+
+
+def test_decoder_attention_only_for_unet_and_unetplusplus():
+    spec = load_study("architectures")
+    common = {"encoder": "resnet18", "encoder_depth": 4, "lr": 1e-3, "batch_size": 4, "loss": "bce+dice",
+              "augment": "light", "decoder_attention": "scse"}
+    for arch in ("unet", "unetplusplus"):
+        trial = FixedTrial({**common, "arch": arch})
+        assert suggest(trial, spec).decoder_attention == "scse"
+        assert "decoder_attention" in trial.params
+    for arch in ("linknet", "fpn", "deeplabv3plus", "manet"):
+        trial = FixedTrial({**common, "arch": arch})
+        assert suggest(trial, spec).decoder_attention == "none"
+        assert "decoder_attention" not in trial.params
+
+
+def test_attention_unet_gets_no_encoder():
+    spec = load_study("architectures")
+    trial = FixedTrial({"arch": "attention_unet", "encoder_depth": 4, "lr": 1e-3, "batch_size": 8, "loss": "bce+lovasz",
+                        "augment": "medium"})
+    cfg = suggest(trial, spec)
+    assert cfg.arch == "attention_unet" and cfg.decoder_attention == "none" and cfg.encoder_weights == "none"
+    assert "encoder" not in trial.params and "decoder_attention" not in trial.params
+    check_buildable(cfg)
+
+
+def test_momentum_only_for_sgd():
+    spec = tiny_spec(optimizer=["adamw", "sgd"], momentum={"low": 0.8, "high": 0.99})
+    sgd = FixedTrial({"optimizer": "sgd", "lr": 1e-3, "momentum": 0.85})
+    assert suggest(sgd, spec).momentum == 0.85
+    adamw = FixedTrial({"optimizer": "adamw", "lr": 1e-3})
+    assert suggest(adamw, spec).momentum == spec.base.momentum and "momentum" not in adamw.params
+
+
+def test_integer_range_suggests_integers():
+    spec = tiny_spec(batch_size={"low": 2, "high": 16, "step": 2})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    sizes = {suggest(study.ask(), spec).batch_size for _ in range(30)}
+    assert all(isinstance(size, int) and size % 2 == 0 and 2 <= size <= 16 for size in sizes)
+
+
+def _loss_names(loss: str) -> set[str]:
+    return {name for _, name in parse_loss_spec(loss)}
+
+
+@pytest.mark.parametrize("study_name", ["architectures", "unetpp", "linknet", "demo"])
+def test_random_sampling_gives_only_valid_buildable_configs(study_name: str):
+    spec = load_study(study_name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    archs = set()
+    for _ in range(200):
+        trial = study.ask()
+        cfg = suggest(trial, spec)
+        check_buildable(cfg)
+        assert cfg.image_size % 2**cfg.encoder_depth == 0
+        assert cfg.image_size == spec.base.image_size and cfg.epochs == spec.base.epochs
+        params = trial.params
+        for name, value in params.items():
+            assert getattr(cfg, name) == value
+        if "decoder_attention" in spec.space:
+            assert ("decoder_attention" in params) == (cfg.arch in ("unet", "unetplusplus"))
+        if cfg.arch not in ("unet", "unetplusplus"):
+            assert cfg.decoder_attention == "none"
+        if "encoder" in spec.space:
+            assert ("encoder" in params) == (cfg.arch != "attention_unet")
+        if "tversky_alpha" in spec.space:
+            assert ("tversky_alpha" in params) == ("tversky" in _loss_names(cfg.loss))
+        archs.add(cfg.arch)
+        study.tell(trial, 0.0)
+    assert archs == set(spec.space["arch"]), "200 random trials reach every architecture"
+
+
+def test_grid_space_of_demo():
+    spec = load_study("demo")
+    grid = grid_space(spec)
+    assert grid["arch"] == ["unetplusplus", "linknet"]
+    assert grid["encoder_depth"] == [3, 4]
+    low, mid, high = grid["lr"]
+    assert (low, high) == (5e-4, 1e-2) and math.isclose(mid, math.sqrt(5e-4 * 1e-2))
+    assert set(grid) == set(spec.space)
+
+
+def test_grid_space_of_integer_and_linear_ranges():
+    spec = tiny_spec(batch_size={"low": 4, "high": 16}, momentum={"low": 0.8, "high": 0.9})
+    grid = grid_space(spec)
+    assert grid["batch_size"] == [4, 10, 16] and all(isinstance(v, int) for v in grid["batch_size"])
+    assert grid["momentum"] == pytest.approx([0.8, 0.85, 0.9])
+
+
+def test_grid_sampler_visits_every_grid_point_once():
+    spec = tiny_spec(encoder_depth=[3, 4])
+    study = optuna.create_study(sampler=build_sampler("grid", spec, seed=0))
+    seen = []
+
+    def objective(trial: optuna.trial.Trial) -> float:
+        cfg = suggest(trial, spec)
+        seen.append((cfg.encoder_depth, cfg.lr))
+        return 0.0
+
+    study.optimize(objective, n_trials=20)  # the grid sampler stops the study once the grid is done
+    assert len(seen) == 6 == len(set(seen))  # 2 depths x 3 learning rates
+    assert {depth for depth, _ in seen} == {3, 4}
+
+
+@pytest.mark.parametrize("name, kind", [("tpe", optuna.samplers.TPESampler), ("random", optuna.samplers.RandomSampler),
+                                        ("gp", optuna.samplers.GPSampler), ("grid", optuna.samplers.GridSampler)])
+def test_build_sampler(name: str, kind: type):
+    assert isinstance(build_sampler(name, load_study("demo"), seed=0), kind)
+
+
+@pytest.mark.parametrize("name, kind", [("median", optuna.pruners.MedianPruner),
+                                        ("hyperband", optuna.pruners.HyperbandPruner),
+                                        ("sha", optuna.pruners.SuccessiveHalvingPruner),
+                                        ("none", optuna.pruners.NopPruner)])
+def test_build_pruner(name: str, kind: type):
+    assert isinstance(build_pruner(name, load_study("demo")), kind)
+
+
+def test_unknown_sampler_and_pruner_list_the_valid_names():
+    spec = load_study("demo")
+    with pytest.raises(ValueError, match="tpe, random, gp, grid"):
+        build_sampler("annealing", spec, seed=0)
+    with pytest.raises(ValueError, match="median, hyperband, sha, none"):
+        build_pruner("never", spec)
