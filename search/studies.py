@@ -184,8 +184,12 @@ def parse_study(data: dict, name: str, where: str = "") -> StudySpec:
             raise StudyError(f"{where}[study].{key}: unknown key; valid keys: name, description")
     name = validate_study_name(meta.get("name", name))
     run = _run_settings(data.get("run", {}), where)
+    train = dict(data.get("train", {}))
+    depths = data.get("space", {}).get("encoder_depth")
+    if "encoder_depth" not in train and isinstance(depths, list) and depths and all(isinstance(d, int) for d in depths):
+        train["encoder_depth"] = min(depths)  # the searched depths decide, not the default of 5
     try:
-        base = parse_config(data.get("train", {}))
+        base = parse_config(train)
     except ConfigError as error:
         raise StudyError(f"{where}[train].{error}") from None
     space = {key: _space_entry(key, value, base, where) for key, value in data.get("space", {}).items()}
