@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,6 +87,7 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.trial.Trial, started: float) -> float:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which worker ran it ("host:pid")
         frozen = next((t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number), None)
         repeats = retried_trial_number(frozen) if frozen is not None else None
         if repeats is not None:

@@ -30,6 +30,7 @@ from search.cli import (
 from search.notes import write_note
 from search.objective import Objective
 from search.runner import describe, print_trial, run_until
+from search.samplers import build_sampler
 
 
 def summary_table(session: Session, top: int = 5) -> str:
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                           after_trial=[write_note])
     try:
         outcome = run_until(session.study, objective, args.n_trials, session.storage, timeout=args.timeout,
-                            callbacks=[print_trial])
+                            callbacks=[print_trial],
+                            sampler_for=lambda number: build_sampler(spec.run.sampler, spec, spec.run.seed + number))
     except KeyboardInterrupt:
         print("\ninterrupted: the running trial is marked FAIL; run the same command again to resume.", file=sys.stderr)
         return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -57,8 +58,29 @@ def print_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     print(trial_line(study, trial), flush=True)
 
 
+def _optimize_one(study: optuna.Study, objective: Callable, callbacks: list) -> None:
+    """Runs one trial; one that another worker marked failed meanwhile (late heartbeat) is given up."""
+    started: list[int] = []
+
+    def tracked(trial: optuna.trial.Trial) -> float:
+        started.append(trial.number)
+        return objective(trial)
+
+    try:
+        study.optimize(tracked, n_trials=1, catch=(Exception,), callbacks=callbacks)
+    except Exception:  # Optuna cannot tell a trial that is already FAIL (ValueError, or AssertionError)
+        taken = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                 if t.number in started and "fail_reason" not in t.user_attrs]  # not a failure of its own
+        if not taken:
+            raise
+        print(f"trial {taken[0].number}: another worker marked it failed because its heartbeat was late "
+              f"(more than 2x --heartbeat seconds; an overloaded machine?); its retry runs instead.",
+              file=sys.stderr, flush=True)
+
+
 def run_until(study: optuna.Study, objective: Callable, target: int, storage, timeout: float | None = None,
-              poll_s: float = 2.0, callbacks: list | None = None, waiting_only: bool = False) -> str:
+              poll_s: float = 2.0, callbacks: list | None = None, waiting_only: bool = False,
+              sampler_for: Callable[[int], optuna.samplers.BaseSampler] | None = None) -> str:
     """Starts trials until the study holds `target` finished (complete or pruned) trials.
 
     The check "finished + running < target" and the trial's creation happen under one study-wide lock,
@@ -74,6 +96,8 @@ def run_until(study: optuna.Study, objective: Callable, target: int, storage, ti
         poll_s: seconds between checks while waiting for other workers.
         callbacks: Optuna callbacks run after each trial.
         waiting_only: only run enqueued (WAITING) trials, never sample new ones (CSV replay).
+        sampler_for: the sampler for the trial about to get number n (seeded with n), so that workers
+            started with the same seed do not sample the same configs; None keeps the study's sampler.
 
     Returns:
         "done" (target reached), "timeout", or "empty" (waiting_only and nothing left to run).
@@ -94,12 +118,15 @@ def run_until(study: optuna.Study, objective: Callable, target: int, storage, ti
                 return "empty"
             can_start = busy < target and (not waiting_only or counts[TrialState.WAITING] > 0)
             if can_start:
+                if sampler_for is not None:
+                    study.sampler = sampler_for(len(study.get_trials(deepcopy=False)))
                 objective.on_start = lock.release
-                study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks or [])
+                _optimize_one(study, objective, callbacks or [])
                 continue
+            # Under the lock, so that two waiting workers never fail (and so retry) the same dead trial twice.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optuna.storages.fail_stale_trials(study)
         finally:
             lock.release()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            optuna.storages.fail_stale_trials(study)
         time.sleep(poll_s)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -20,6 +22,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 SQLITE_BUSY_TIMEOUT_S = 120  # a second SQLite worker waits this long for a write lock instead of failing
+CONNECT_TIMEOUT_S = 10  # an unreachable PostgreSQL server is reported after this long instead of hanging
+CREATION_LOCK_KEY = 0x706F6C79705F6462  # pg advisory lock held while the tables are created ("polyp_db")
 
 
 class StorageError(ValueError):
@@ -44,11 +48,40 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
+def with_installed_driver(parsed: URL) -> URL:
+    """`postgresql://` with psycopg2 when psycopg 3 is missing (SQLAlchemy 2.1 defaults to psycopg 3; we ship psycopg2)."""
+    if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
 def safe_url(url: str) -> str:
     """The URL with any password hidden, for messages."""
     with contextlib.suppress(StorageError):
         return parse_url(url).render_as_string(hide_password=True)
     return url
+
+
+@contextlib.contextmanager
+def _creation_lock(parsed: URL, connect_args: dict) -> Iterator[None]:
+    """Held while Optuna creates its tables: workers started at once on a fresh database would race
+    (duplicate type, table or alembic row errors)."""
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "postgresql":
+        engine = sqlalchemy.create_engine(parsed, poolclass=sqlalchemy.pool.NullPool, connect_args=connect_args)
+        try:
+            with engine.connect() as connection:  # closing the connection releases the session lock
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": CREATION_LOCK_KEY})
+                yield
+        finally:
+            engine.dispose()
+    elif parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
+        with open(Path(database).with_suffix(".init.lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+    else:
+        yield
 
 
 def open_storage(url: str, heartbeat_s: int = 15) -> RDBStorage:
@@ -61,7 +94,7 @@ def open_storage(url: str, heartbeat_s: int = 15) -> RDBStorage:
     Raises:
         StorageError: malformed URL or unreachable database.
     """
-    parsed = parse_url(url)
+    parsed = with_installed_driver(parse_url(url))
     engine_kwargs: dict = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
@@ -70,11 +103,14 @@ def open_storage(url: str, heartbeat_s: int = 15) -> RDBStorage:
             if not folder.is_dir():
                 raise StorageError(f"{safe_url(url)}: folder {folder} does not exist")
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    elif parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     try:
-        with warnings.catch_warnings():
+        with _creation_lock(parsed, engine_kwargs.get("connect_args", {})), warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
+                parsed.render_as_string(hide_password=False), engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
     except sqlalchemy.exc.OperationalError as error:
