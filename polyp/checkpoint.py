@@ -82,7 +82,11 @@ def save_checkpoint(model: nn.Module, cfg: TrainConfig, folder: str | Path, extr
         if folder.exists():
             backup = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             os.replace(folder, backup)
-            os.replace(staging, folder)
+            try:
+                os.replace(staging, folder)
+            except BaseException:
+                os.replace(backup, folder)  # the previous checkpoint goes back under its name
+                raise
             shutil.rmtree(backup, ignore_errors=True)
         else:
             os.replace(staging, folder)
