@@ -84,3 +84,34 @@ def prediction_sheet(images: ImageSet, predictions: np.ndarray, path: str | Path
         axes[row][0].set_ylabel(f"{stem}\nDice {dice:.3f}", fontsize=8)
     figure.suptitle(title, fontsize=10)
     return _save(figure, Path(path))
+
+
+def gradcam_sheet(model: torch.nn.Module, images: ImageSet, path: str | Path, title: str = "") -> Path:
+    """A grid of image | prediction overlay | Grad-CAM overlay rows: what the model looks at, beside what it finds.
+
+    Args:
+        model: a segmentation model returning logits (CPU).
+        images: the (resized) images, already at the model's input size.
+        path: the PNG to write (atomically).
+        title: figure title.
+    """
+    from polyp.gradcam import gradcam, heatmap_overlay
+
+    normalize = Normalizer(torch.device("cpu"), channels_last=False)
+    x = normalize(torch.from_numpy(images.images).permute(0, 3, 1, 2))
+    cams = gradcam(model, x)
+    predictions = predict_masks(model, images)
+    rows = len(images)
+    figure, axes = plt.subplots(rows, 3, figsize=(6.2, 2.1 * rows + 0.4), squeeze=False)
+    for row, (stem, image, pred, cam) in enumerate(zip(images.stems, images.images, predictions, cams, strict=True)):
+        panels = (image, overlay(image, pred), heatmap_overlay(image, cam))
+        for column, (panel, name) in enumerate(zip(panels, ("image", "prediction", "Grad-CAM"), strict=True)):
+            axis = axes[row][column]
+            axis.imshow(panel)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(name, fontsize=9)
+        axes[row][0].set_ylabel(stem, fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    return _save(figure, Path(path))

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.masks:
         print(f"mean over {len(rows)} images: mdice {np.mean([r['dice'] for r in rows]):.4f}  "
               f"miou {np.mean([r['iou'] for r in rows]):.4f}")
-    print(f"wrote {2 * len(rows)} files to {args.out}")
+    print(f"wrote {(3 if args.gradcam else 2) * len(rows)} files to {args.out}")
     return 0
 
 
