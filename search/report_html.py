@@ -1,0 +1,92 @@
+"""`index.html` of a study report: the state of the study, its top trials, and links to every file."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optuna.trial import FrozenTrial
+
+from search.report import OPTUNA_PLOTS, seconds
+from search.runner import describe
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+td.text,th.text{text-align:left}.warning{background:#fff3cd;border:1px solid #e0c060;padding:.8em}
+.skipped{color:#777}img{max-width:100%;border:1px solid #ddd}figure{display:inline-block;margin:.5em;vertical-align:top}"""
+
+
+@dataclass
+class ReportParts:
+    """What `search.analyze` wrote (paths) or skipped (reasons), for `index.html` to link or explain."""
+
+    study: str
+    description: str
+    counts: dict[str, int]
+    storage: str
+    top: list[FrozenTrial]
+    message: str = ""  # shown first, e.g. "no complete trial yet"
+    files: dict[str, Path] = field(default_factory=dict)  # trials.csv, loss_curves.html, loss_curves.png
+    optuna_plots: dict[str, Path | str] = field(default_factory=dict)
+    sheets: dict[int, Path | str] = field(default_factory=dict)
+    gradcam: Path | str | None = None
+
+
+def _link(path: Path, text: str) -> str:
+    return f'<a href="{html.escape(path.name)}">{html.escape(text)}</a>'
+
+
+def _number(value, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "–"
+
+
+def top_table(trials: list[FrozenTrial]) -> str:
+    """The top trials as an HTML table: metrics, size, time, settings and a link to the trial's folder."""
+    head = ("rank", "trial", "val mDice", "test mDice", "test mIoU", "epochs", "params (M)", "seconds")
+    rows = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + '<th class="text">settings</th>'
+            '<th class="text">outputs</th></tr>']
+    for rank, trial in enumerate(trials, start=1):
+        attrs = trial.user_attrs
+        test = attrs.get("test") or {}
+        cells = (rank, trial.number, _number(trial.value), _number(test.get("mdice")), _number(test.get("miou")),
+                 attrs.get("epochs_run", "–"), _number((attrs.get("parameters") or 0) / 1e6, 2), _number(seconds(trial), 1))
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + f'<td class="text">{html.escape(describe(trial))}</td>'
+                    f'<td class="text"><a href="../trial-{trial.number}/">trial-{trial.number}/</a></td></tr>')
+    return "\n".join(rows) + "</table>"
+
+
+def _figure(path: Path | str, caption: str) -> str:
+    if isinstance(path, Path):
+        return f'<figure><a href="{html.escape(path.name)}"><img src="{html.escape(path.name)}" alt="{html.escape(caption)}">' \
+               f"</a><figcaption>{html.escape(caption)}</figcaption></figure>"
+    return f'<p class="skipped">{html.escape(caption)}: not drawn ({html.escape(path)})</p>'
+
+
+def index_html(parts: ReportParts) -> str:
+    """The whole page."""
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in parts.counts.items() if n)
+    body = [f"<h1>Study {html.escape(parts.study)}</h1>", f"<p>{html.escape(parts.description)}</p>",
+            f"<p>Trials: {html.escape(counts or 'none')}. Storage: <code>{html.escape(parts.storage)}</code>.</p>"]
+    if parts.message:
+        body.append(f'<p class="warning">{html.escape(parts.message)}</p>')
+    if parts.top:
+        body += [f"<h2>Top {len(parts.top)} trials (by validation mDice)</h2>", top_table(parts.top)]
+    body.append("<h2>Files</h2><ul>")
+    labels = {"trials.csv": "trials.csv: one row per trial", "loss_curves.html": "loss curves of all trials (interactive)",
+              "loss_curves.png": "loss curves of all trials (PNG)"}
+    body += [f"<li>{_link(path, labels.get(name, name))}</li>" for name, path in parts.files.items()]
+    for name, (title, _) in OPTUNA_PLOTS.items():
+        written = parts.optuna_plots.get(name, "not drawn")
+        body.append(f"<li>{_link(written, title)}</li>" if isinstance(written, Path)
+                    else f'<li class="skipped">{html.escape(title)}: skipped ({html.escape(written)})</li>')
+    body.append("</ul>")
+    if "loss_curves.png" in parts.files:
+        body += ["<h2>Loss curves</h2>", _figure(parts.files["loss_curves.png"], "train/val loss and val mDice per epoch")]
+    if parts.sheets:
+        body.append("<h2>Predictions of the top trials on the same test images</h2>")
+        body += [_figure(sheet, f"trial {number}") for number, sheet in parts.sheets.items()]
+    if parts.gradcam is not None:
+        body += ["<h2>What the best model looks at (Grad-CAM)</h2>", _figure(parts.gradcam, "image | prediction | Grad-CAM")]
+    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>Study {html.escape(parts.study)}</title>"
+            f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
