@@ -1,0 +1,175 @@
+"""Export the best trial (or trial N) of a study as a checkpoint folder that `polyp.predict` and
+`segmentation_models_pytorch.from_pretrained` load: config.json, model.safetensors, training.json (the
+TrainConfig, validation and test metrics, study, trial, preprocessing), and with --onnx a checked model.onnx.
+
+A trial that kept no checkpoint (pruned or failed) is refused unless --retrain trains its config again.
+
+Example:
+    python -m search.export --study demo --run-dir runs --out exported/demo-best --onnx
+    python -m search.export --study demo --run-dir runs --trial 3 --retrain --out exported/demo-trial-3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+
+from polyp.checkpoint import (
+    CONFIG_FILE,
+    TRAINING_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from polyp.config import TrainConfig, parse_config
+from polyp.train import fit
+from search.cli import USER_ERRORS, Session, add_study_options, fail, load_data, open_session
+from search.outputs import trial_dir
+from search.space import suggest
+from search.storage import safe_url
+from search.studies import StudyError
+
+ONNX_FILE = "model.onnx"
+ONNX_TOLERANCE = 1e-3  # largest |onnxruntime - PyTorch| logit difference accepted
+EXPORT_FILES = {CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE, ONNX_FILE}
+
+
+class NoCheckpoint(StudyError):
+    """The trial to export kept no checkpoint and --retrain was not given."""
+
+
+def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    """Trial `number`, or the complete trial with the highest value."""
+    trials = study.get_trials(deepcopy=False)
+    if number is None:
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if not complete:
+            states = ", ".join(f"{sum(t.state == s for t in trials)} {s.name.lower()}" for s in TrialState)
+            raise StudyError(f"study {study.study_name} has no complete trial to export ({states}); "
+                             f"name one with --trial N (and --retrain if it kept no checkpoint)")
+        return max(complete, key=lambda t: t.value)
+    for trial in trials:
+        if trial.number == number:
+            return trial
+    raise StudyError(f"study {study.study_name} has no trial {number} (it has {len(trials)} trials, 0..{len(trials) - 1})")
+
+
+def check_destination(out: Path, run_dir: Path) -> None:
+    """Refuses a destination that is not new, empty, or an earlier export (it would be replaced whole)."""
+    if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
+        raise ValueError(f"--out {out}: would replace the run folder {run_dir}; choose a new folder")
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"--out {out}: is a file; choose a folder")
+        others = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
+        if others:
+            raise ValueError(f"--out {out}: exists and holds other files ({', '.join(others[:3])}); "
+                             f"exporting replaces the folder whole, so choose a new or empty one")
+
+
+def trial_config(session: Session, trial: FrozenTrial) -> TrainConfig:
+    """The config the trial trained: stored by the objective, else rebuilt from its params."""
+    stored = trial.user_attrs.get("config")
+    if stored:
+        return parse_config(stored)
+    return suggest(optuna.trial.FixedTrial(trial.params), session.spec)
+
+
+def retrain(session: Session, trial: FrozenTrial, overrides: dict) -> tuple[nn.Module, TrainConfig, dict]:
+    """Trains the trial's config again on the study's data and split; returns model, config, metrics."""
+    cfg = parse_config(overrides, base=trial_config(session, trial))
+    print(f"retraining trial {trial.number}'s config for {cfg.epochs} epochs ({cfg.arch}/{cfg.encoder}, {cfg.image_size} px)",
+          flush=True)
+    result = fit(cfg, load_data(session))
+    if result.status == "diverged" or not result.best_epoch:
+        raise RuntimeError(f"retraining trial {trial.number} produced no model: {result.reason or 'no epoch finished'}")
+    return result.model, cfg, {"val": result.best_val, "test": result.test}
+
+
+def kept_model(session: Session, trial: FrozenTrial) -> tuple[nn.Module, TrainConfig, dict]:
+    """The trial's own checkpoint; NoCheckpoint if it kept none."""
+    folder = trial_dir(session.run_dir, session.spec.name, trial.number) / "checkpoint"
+    if not folder.is_dir():
+        raise NoCheckpoint(f"trial {trial.number} of study {session.spec.name} ({trial.state.name.lower()}) kept no "
+                           f"checkpoint (only complete trials keep one; looked in {folder}); add --retrain to train "
+                           f"its config again and export that")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # smp warns about mismatched keys before load_checkpoint explains them
+        model, info = load_checkpoint(folder)
+    metrics = info.extra.get("metrics") or {"val": trial.user_attrs.get("val"), "test": trial.user_attrs.get("test")}
+    return model, info.config, metrics
+
+
+def export_trial(session: Session, trial: FrozenTrial, out: Path, retrain_missing: bool,
+                 overrides: dict) -> tuple[nn.Module, TrainConfig, dict]:
+    """Writes the trial's model into `out` (config.json, model.safetensors, training.json)."""
+    try:
+        model, cfg, metrics = kept_model(session, trial)
+        source = str(trial_dir(session.run_dir, session.spec.name, trial.number) / "checkpoint")
+    except NoCheckpoint:
+        if not retrain_missing:
+            raise
+        model, cfg, metrics = retrain(session, trial, overrides)
+        source = "retrained by search.export --retrain"
+    facts = {"metrics": metrics, "study": session.spec.name, "trial": trial.number, "trial_state": trial.state.name,
+             "trial_value": trial.value, "storage": safe_url(session.storage_url), "source": source,
+             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    save_checkpoint(model, cfg, out, facts)
+    return model.eval(), cfg, facts
+
+
+def write_onnx(model: nn.Module, out: Path, image_size: int) -> float:
+    """Writes `out/model.onnx` and returns the largest difference from PyTorch on a sample input."""
+    from polyp.onnx_export import export_onnx, onnx_max_difference
+
+    export_onnx(model, image_size, out / ONNX_FILE)
+    return onnx_max_difference(model, out / ONNX_FILE, image_size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Export the best trial (or trial N) of a study as a checkpoint folder.")
+    add_study_options(parser, run_dir_flag="--run-dir")
+    parser.add_argument("--out", required=True, help="export folder (new, empty, or an earlier export: it is replaced)")
+    parser.add_argument("--trial", type=int, help="trial number (default: the best complete trial)")
+    parser.add_argument("--retrain", action="store_true", help="train the trial's config again if it kept no checkpoint")
+    parser.add_argument("--epochs", type=int, help="with --retrain: epochs (default: the trial's)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="with --retrain: device (default: the trial's)")
+    parser.add_argument("--onnx", action="store_true", help="also write model.onnx, checked with onnxruntime")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = Path(args.out)
+    overrides = {k: v for k, v in {"epochs": args.epochs, "device": args.device}.items() if v is not None}
+    try:
+        session = open_session(args, create=False)
+        check_destination(out, session.run_dir)
+        trial = pick_trial(session.study, args.trial)
+        model, cfg, facts = export_trial(session, trial, out, args.retrain, overrides)
+        load_checkpoint(out)  # what polyp.predict will do: fail here, not there
+        difference = write_onnx(model, out, cfg.image_size) if args.onnx else None
+    except (*USER_ERRORS, CheckpointError, RuntimeError) as error:
+        return fail(str(error))
+    val, test = facts["metrics"].get("val") or {}, facts["metrics"].get("test") or {}
+    print(f"exported trial {trial.number} of study {session.spec.name} ({facts['source']}): "
+          f"val mDice {val.get('mdice', float('nan')):.4f}, test mDice {test.get('mdice', float('nan')):.4f}")
+    print(f"  {out}/: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    if overrides and not facts["source"].startswith("retrained"):
+        print(f"  note: {', '.join('--' + k for k in overrides)} ignored: trial {trial.number} kept its checkpoint")
+    if difference is not None:
+        print(f"  onnx check: max |onnxruntime - pytorch| = {difference:.3g} over the logits of a sample input "
+              f"(2x3x{cfg.image_size}x{cfg.image_size})")
+        if difference > ONNX_TOLERANCE:
+            return fail(f"{out / ONNX_FILE}: differs from the PyTorch model by {difference:.3g} (> {ONNX_TOLERANCE})", 1)
+    print(f"use it: python -m polyp.predict --model {out} --input IMAGE_OR_FOLDER --out predictions/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
