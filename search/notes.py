@@ -20,12 +20,14 @@ def note_markdown(trial: optuna.trial.Trial, facts: dict, image_urls: dict[str, 
     for name in ("mdice", "miou", "dice_pooled", "iou_pooled", "precision", "recall"):
         rows.append(f"| {name} | {val.get(name, float('nan')):.4f} | {test.get(name, float('nan')):.4f} |")
     config = trial.user_attrs.get("config", {})
-    settings = ", ".join(f"`{k}={config[k]}`" for k in ("arch", "encoder", "encoder_depth", "lr", "batch_size",
-                                                            "optimizer", "loss", "augment", "schedule") if k in config)
+    settings = ["| setting | value |", "|---|---|"] + [
+        f"| {k} | `{config[k]:.3g}` |" if isinstance(config[k], float) else f"| {k} | `{config[k]}` |"
+        for k in ("arch", "encoder", "encoder_depth", "lr", "batch_size", "optimizer", "loss", "augment", "schedule")
+        if k in config]  # a table, not one long line: the dashboard does not wrap inline code
     lines = [f"## Trial {trial.number}: {facts.get('status')}", "",
              f"best epoch {facts.get('best_epoch')} of {facts.get('epochs_run')} run; "
              f"{facts.get('parameters', 0) / 1e6:.2f} M parameters; {facts.get('images_per_second', 0):.1f} img/s", "",
-             *rows, "", f"**Settings:** {settings}", ""]
+             *rows, "", *settings, ""]
     for name, title in (("predictions.png", "Predictions on fixed test images"), ("loss_curve.png", "Loss curve")):
         if name in image_urls:
             lines += [f"### {title}", f"![{title}]({image_urls[name]})", ""]
