@@ -16,11 +16,13 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 KEY_PARAMS = ("arch", "encoder", "encoder_depth", "lr", "batch_size", "loss", "optimizer")
 
 
-def count_states(study: optuna.Study) -> dict[TrialState, int]:
-    """How many trials of the study are in each state."""
+def count_states(study: optuna.Study, trial_filter: Callable[[FrozenTrial], bool] | None = None
+                 ) -> dict[TrialState, int]:
+    """How many trials of the study (only those `trial_filter` accepts, if given) are in each state."""
     counts = dict.fromkeys(TrialState, 0)
     for trial in study.get_trials(deepcopy=False):
-        counts[trial.state] += 1
+        if trial_filter is None or trial_filter(trial):
+            counts[trial.state] += 1
     return counts
 
 
@@ -80,6 +82,7 @@ def _optimize_one(study: optuna.Study, objective: Callable, callbacks: list) -> 
 
 def run_until(study: optuna.Study, objective: Callable, target: int, storage, timeout: float | None = None,
               poll_s: float = 2.0, callbacks: list | None = None, waiting_only: bool = False,
+              trial_filter: Callable[[FrozenTrial], bool] | None = None,
               sampler_for: Callable[[int], optuna.samplers.BaseSampler] | None = None) -> str:
     """Starts trials until the study holds `target` finished (complete or pruned) trials.
 
@@ -96,6 +99,7 @@ def run_until(study: optuna.Study, objective: Callable, target: int, storage, ti
         poll_s: seconds between checks while waiting for other workers.
         callbacks: Optuna callbacks run after each trial.
         waiting_only: only run enqueued (WAITING) trials, never sample new ones (CSV replay).
+        trial_filter: count only the trials it accepts (a replay counts its own CSV's rows); None = all.
         sampler_for: the sampler for the trial about to get number n (seeded with n), so that workers
             started with the same seed do not sample the same configs; None keeps the study's sampler.
 
@@ -109,7 +113,7 @@ def run_until(study: optuna.Study, objective: Callable, target: int, storage, ti
             return "timeout"
         lock.acquire()
         try:
-            counts = count_states(study)
+            counts = count_states(study, trial_filter)
             finished = sum(counts[s] for s in FINISHED)
             busy = finished + counts[TrialState.RUNNING]
             if finished >= target:

@@ -1,0 +1,191 @@
+"""A spreadsheet of hyperparameter combinations (`hyperparameters.csv`) read and checked as trials to replay.
+
+One row per combination, one column per TrainConfig field the row sets, plus an optional `notes` column.
+An empty cell takes the study's value. Every row is checked before anything is trained: unknown columns,
+values of the wrong type or out of range, models that cannot be built, an image size other than the
+study's (images are decoded once at one size) and rows that repeat an earlier row's configuration. All
+problems are collected and raised together, each with its place:
+
+    hyperparameters.csv row 7 (line 8), column 5 (lr): expected float, got 'abc'
+
+Rows are numbered as data rows (1 = the first row under the header); "line" is the line of the file,
+which is the row number a spreadsheet shows.
+
+Example:
+    >>> from search.grid import read_grid
+    >>> from search.studies import load_study
+    >>> grid = read_grid("hyperparameters.csv", load_study("grid").base)  # doctest: +SKIP
+    >>> grid.rows[0].config.arch  # doctest: +SKIP
+    'unetplusplus'
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from polyp.config import FIELDS, ConfigError, TrainConfig, parse_config
+from polyp.models import check_buildable
+
+NOTES = "notes"
+_ALIASES = {"learning_rate": "lr", "lr_max": "lr", "bs": "batch_size", "architecture": "arch", "model": "arch",
+            "backbone": "encoder", "depth": "encoder_depth", "attention": "decoder_attention", "note": NOTES,
+            "comment": NOTES, "comments": NOTES}  # spreadsheet names for our fields, for a "did you mean"
+
+
+class GridError(ValueError):
+    """A hyperparameter CSV with problems; `problems` lists each one with its row and column."""
+
+    def __init__(self, path: str | Path, problems: list[str]):
+        self.problems = problems
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(f"{path}: {count}; nothing was enqueued (rows count from the first row under the header; "
+                         f"'line' is the file's line, as a spreadsheet numbers it):\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class GridRow:
+    """One checked row of the CSV."""
+
+    number: int  # 1-based data row (header not counted, blank lines skipped)
+    line: int  # line of the file where the row ends (a spreadsheet's row number)
+    cells: dict[str, str]  # every column's text as written, in header order
+    values: dict[str, Any]  # the TrainConfig fields the row sets, coerced to their types
+    notes: str  # the notes cell ("" without one)
+    config: TrainConfig  # the row's values over the study's config
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A checked hyperparameter CSV: its columns in order and its rows."""
+
+    path: Path
+    columns: list[str]
+    rows: list[GridRow]
+
+
+def _header_problems(path: Path, columns: list[str]) -> list[str]:
+    problems = []
+    for index, name in enumerate(columns, start=1):
+        where = f"{path} line 1, column {index} ({name or 'empty'})"
+        if not name:
+            problems.append(f"{where}: the header cell is empty; name a TrainConfig field or {NOTES}")
+        elif columns.index(name) != index - 1:
+            problems.append(f"{where}: repeats column {columns.index(name) + 1}; each field may appear once")
+        elif name != NOTES and name not in FIELDS:
+            close = [_ALIASES[name.lower()]] if name.lower() in _ALIASES else \
+                difflib.get_close_matches(name, [*FIELDS, NOTES], n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            problems.append(f"{where}: unknown column; {hint}columns are TrainConfig fields "
+                            f"({', '.join(FIELDS)}) or {NOTES}")
+    return problems
+
+
+def _message(error: ConfigError) -> tuple[str, str]:
+    """Splits "field: what went wrong" into its field and its text."""
+    field, _, text = str(error).partition(": ")
+    return (field, text) if field in FIELDS else ("", str(error))
+
+
+class _RowChecker:
+    """Checks one data row against the study's config, collecting every problem it finds."""
+
+    def __init__(self, path: Path, columns: list[str], base: TrainConfig):
+        self.path, self.columns, self.base = path, columns, base
+
+    def where(self, number: int, line: int, field: str = "") -> str:
+        place = f"{self.path} row {number} (line {line})"
+        if field in self.columns:
+            return f"{place}, column {self.columns.index(field) + 1} ({field})"
+        return f"{place}, {field} (the study's {getattr(self.base, field)!r})" if field else place
+
+    def check(self, number: int, line: int, cells: dict[str, str], problems: list[str]) -> GridRow | None:
+        found = len(problems)
+        values: dict[str, Any] = {}
+        for name, text in cells.items():
+            if name not in FIELDS or not text:
+                continue  # notes, empty cells, and unknown columns (reported with the header)
+            try:
+                values[name] = getattr(parse_config({name: text}, base=self.base), name)
+            except ConfigError as error:
+                problems.append(f"{self.where(number, line, name)}: {_message(error)[1]}")
+        if "image_size" in values and values["image_size"] != self.base.image_size:
+            problems.append(f"{self.where(number, line, 'image_size')}: {values['image_size']} is not the study's "
+                            f"image size {self.base.image_size} (images are decoded once at one size); leave the "
+                            f"cell empty, or replay rows of another size separately with --image-size")
+        if len(problems) > found:
+            return None
+        try:
+            config = parse_config(values, base=self.base)
+            check_buildable(config)
+        except ConfigError as error:
+            field, text = _message(error)
+            problems.append(f"{self.where(number, line, field)}: {text}")
+            return None
+        return GridRow(number, line, cells, values, cells.get(NOTES, ""), config)
+
+
+def read_grid(path: str | Path, base: TrainConfig) -> Grid:
+    """Reads and checks a hyperparameter CSV against the study's config.
+
+    Args:
+        path: the CSV file (UTF-8, a header row, then one combination per row).
+        base: the study's config; empty cells take its values.
+
+    Returns:
+        The checked grid.
+
+    Raises:
+        GridError: every problem in the file, each naming its row and column.
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            columns, rows, problems = _read_rows(path, csv.reader(handle), base)
+    except UnicodeDecodeError as error:
+        raise GridError(path, [f"{path}: not UTF-8 text ({error.reason}); save it as "
+                               f"'CSV UTF-8' from the spreadsheet"]) from None
+    except csv.Error as error:
+        raise GridError(path, [f"{path}: not a readable CSV file: {error}"]) from None
+    if problems:
+        raise GridError(path, problems)
+    return Grid(path, columns, rows)
+
+
+def _read_rows(path: Path, reader, base: TrainConfig) -> tuple[list[str], list[GridRow], list[str]]:
+    """The header, the good rows and every problem found."""
+    header = next(reader, None)
+    if header is None:
+        return [], [], [f"{path}: the file is empty; it needs a header row of TrainConfig fields"]
+    columns = [name.strip() for name in header]
+    problems = _header_problems(path, columns)
+    checker = _RowChecker(path, columns, base)
+    rows: list[GridRow] = []
+    seen: dict[TrainConfig, GridRow] = {}
+    number = 0
+    for record in reader:
+        if not any(cell.strip() for cell in record):
+            continue  # blank lines are not rows
+        number += 1
+        if len(record) > len(columns):
+            problems.append(f"{checker.where(number, reader.line_num)}: {len(record)} cells but the header "
+                            f"has {len(columns)} columns (a comma inside a value needs quotes)")
+            continue
+        cells = {name: (record[i].strip() if i < len(record) else "") for i, name in enumerate(columns)}
+        row = checker.check(number, reader.line_num, cells, problems)
+        if row is None:
+            continue
+        if row.config in seen:
+            first = seen[row.config]
+            problems.append(f"{checker.where(number, reader.line_num)}: the same configuration as row "
+                            f"{first.number} (line {first.line}); remove one of them or change a value")
+            continue
+        seen[row.config] = row
+        rows.append(row)
+    if number == 0:
+        problems.append(f"{path}: no rows under the header")
+    return columns, rows, problems

@@ -1,0 +1,249 @@
+"""Replay a spreadsheet: `python -m search.replay --csv hyperparameters.csv --study grid`.
+
+Every row of the CSV is checked first (see `search.grid`); then each row becomes one enqueued trial of
+the study, carrying its row number (`csv_row`), its values (`csv_values`) and notes (`csv_notes`) as user
+attributes. Rows that already have a finished, running or waiting trial are not enqueued again, so the
+same command resumes an interrupted replay, and several workers on one storage run every row once.
+At the end `<run folder>/<study>/replay-results.csv` holds the input rows with their outcomes.
+
+Example:
+    python -m search.replay --csv hyperparameters.csv --study grid --data synthetic --epochs 2 --image-size 64
+    python -m search.replay --csv hyperparameters.csv --study grid --storage postgresql://postgres@db-host/optuna
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from polyp.io import write_text
+from search.cli import (
+    USER_ERRORS,
+    Session,
+    add_study_options,
+    add_training_options,
+    apply_overrides,
+    fail,
+    import_trainer,
+    load_data,
+    open_session,
+)
+from search.grid import Grid, GridError, GridRow, read_grid
+from search.notes import write_note
+from search.objective import Objective
+from search.runner import run_until, trial_line
+from search.storage import StudyLock
+from search.studies import Range, StudySpec, load_study
+
+RESULTS_FILE = "replay-results.csv"
+RESULT_COLUMNS = ("trial", "state", "epochs_run", "best_val_mdice", "test_mdice", "test_miou", "minutes")
+TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)  # FAIL rows run again
+_PREFERENCE = {TrialState.COMPLETE: 3, TrialState.PRUNED: 3, TrialState.RUNNING: 2, TrialState.WAITING: 1}
+
+
+def row_values(row: GridRow, spec: StudySpec) -> dict[str, Any]:
+    """What the trial applies over the sampled config: the row's values, and the study's own values for
+    searched fields the row leaves empty (so an empty cell means the study's default, never a sample)."""
+    return {**{name: getattr(row.config, name) for name in spec.space}, **row.values}
+
+
+def _fits(entry: list[Any] | Range, value: Any) -> bool:
+    if isinstance(entry, list):
+        return any(type(value) is type(choice) and value == choice for choice in entry)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not entry.low <= value <= entry.high:
+        return False
+    return not entry.step or abs((value - entry.low) / entry.step - round((value - entry.low) / entry.step)) < 1e-9
+
+
+def row_params(values: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
+    """The row's values for the study's searched fields that lie inside its space (Optuna's fixed params)."""
+    return {name: values[name] for name, entry in spec.space.items() if _fits(entry, values[name])}
+
+
+def outside_space(grid: Grid, spec: StudySpec) -> list[str]:
+    """"row N name=value" for each row value a searched field's space does not hold."""
+    found = []
+    for row in grid.rows:
+        values = row_values(row, spec)
+        found += [f"row {row.number} {name}={values[name]}" for name in spec.space if not _fits(spec.space[name], values[name])]
+    return found
+
+
+def row_matcher(grid: Grid, spec: StudySpec) -> Callable[[FrozenTrial], bool]:
+    """Accepts the trials that replay one of the grid's rows (same row number and the same values)."""
+    expected = {row.number: row_values(row, spec) for row in grid.rows}
+
+    def belongs(trial: FrozenTrial) -> bool:
+        number = trial.user_attrs.get("csv_row")
+        return number in expected and trial.user_attrs.get("csv_values") == expected[number]
+
+    return belongs
+
+
+def enqueue_rows(session: Session, grid: Grid) -> list[int]:
+    """Enqueues each row that has no finished, running or waiting trial yet; returns their numbers.
+
+    Runs under the study lock, so workers replaying the same CSV together enqueue every row once.
+    """
+    study, spec, belongs = session.study, session.spec, row_matcher(grid, session.spec)
+    with StudyLock(session.storage, study.study_name):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optuna.storages.fail_stale_trials(study)  # a dead worker's row gets its retry (WAITING) first
+        taken = {t.user_attrs["csv_row"] for t in study.get_trials(deepcopy=False, states=TAKEN) if belongs(t)}
+        enqueued = []
+        for row in grid.rows:
+            if row.number in taken:
+                continue
+            values = row_values(row, spec)
+            study.enqueue_trial(row_params(values, spec), user_attrs={
+                "csv_row": row.number, "csv_values": values, "csv_notes": row.notes, "csv_file": grid.path.name})
+            enqueued.append(row.number)
+    return enqueued
+
+
+def row_trials(study: optuna.Study, grid: Grid, spec: StudySpec) -> dict[int, FrozenTrial]:
+    """Each row's trial: a finished one if any, else running, waiting, failed; the latest among equals."""
+    belongs, chosen = row_matcher(grid, spec), {}
+    for trial in study.get_trials(deepcopy=False):
+        if not belongs(trial):
+            continue
+        number = trial.user_attrs["csv_row"]
+        rank = (_PREFERENCE.get(trial.state, 0), trial.number)
+        if number not in chosen or rank > (_PREFERENCE.get(chosen[number].state, 0), chosen[number].number):
+            chosen[number] = trial
+    return chosen
+
+
+def _number(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else ""
+
+
+def result_cells(trial: FrozenTrial | None) -> dict[str, str]:
+    """A row's outcome: trial, state, epochs run, best val mDice, test mDice and IoU, minutes taken."""
+    if trial is None:
+        return {**dict.fromkeys(RESULT_COLUMNS, ""), "state": "NOT_RUN"}
+    attrs = trial.user_attrs
+    val, test = attrs.get("val") or {}, attrs.get("test") or {}
+    minutes = None
+    if trial.datetime_start and trial.datetime_complete:
+        minutes = (trial.datetime_complete - trial.datetime_start).total_seconds() / 60
+    epochs = attrs.get("epochs_run")
+    return {"trial": str(trial.number), "state": trial.state.name, "epochs_run": "" if epochs is None else str(epochs),
+            "best_val_mdice": _number(val.get("mdice"), 4), "test_mdice": _number(test.get("mdice"), 4),
+            "test_miou": _number(test.get("miou"), 4), "minutes": _number(minutes, 2)}
+
+
+def results_table(grid: Grid, trials: dict[int, FrozenTrial]) -> list[dict[str, str]]:
+    """The input rows in their order, each with its outcome columns."""
+    return [{**row.cells, **result_cells(trials.get(row.number))} for row in grid.rows]
+
+
+def write_results(path: Path, grid: Grid, trials: dict[int, FrozenTrial]) -> list[dict[str, str]]:
+    """Writes the results table as CSV (atomically) and returns it."""
+    table = results_table(grid, trials)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*grid.columns, *RESULT_COLUMNS], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    write_text(path, buffer.getvalue())
+    return table
+
+
+def print_row_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna callback: the trial's line, prefixed with its CSV row."""
+    print(f"row {trial.user_attrs.get('csv_row', '-')}: {trial_line(study, trial)}", flush=True)
+
+
+def summary(grid: Grid, table: list[dict[str, str]], path: Path) -> str:
+    """Counts by state and the results table, one line per row."""
+    states = [cells["state"] for cells in table]
+    counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in dict.fromkeys(states))
+    lines = [f"replay of {grid.path} ({len(table)} rows): {counts}; results: {path}",
+             f"{'row':>4}  {'trial':>5}  {'state':<8}  {'epochs':>6}  {'val mDice':>9}  {'test mDice':>10}  "
+             f"{'test mIoU':>9}  {'minutes':>7}  notes"]
+    for row, cells in zip(grid.rows, table, strict=True):
+        lines.append(f"{row.number:>4}  {cells['trial']:>5}  {cells['state']:<8}  {cells['epochs_run']:>6}  "
+                     f"{cells['best_val_mdice']:>9}  {cells['test_mdice']:>10}  {cells['test_miou']:>9}  "
+                     f"{cells['minutes']:>7}  {row.notes}")
+    return "\n".join(lines)
+
+
+def check_grid(args: argparse.Namespace) -> tuple[Grid, StudySpec]:
+    """Loads the study (with the command line's overrides) and checks the CSV against it."""
+    spec = apply_overrides(load_study(args.study), args)
+    return read_grid(args.csv, spec.base), spec
+
+
+def run_replay(session: Session, grid: Grid, objective: Objective, timeout: float | None) -> str:
+    """Enqueues the rows still to run and runs enqueued trials until every row of the grid has finished."""
+    enqueued = enqueue_rows(session, grid)
+    print(f"enqueued rows: {', '.join(map(str, enqueued)) or 'none'} "
+          f"({len(grid.rows) - len(enqueued)} already finished, running or waiting)", flush=True)
+    return run_until(session.study, objective, len(grid.rows), session.storage, timeout=timeout,
+                     callbacks=[print_row_trial], waiting_only=True, trial_filter=row_matcher(grid, session.spec))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Replay a CSV of hyperparameter combinations as trials of a study.")
+    parser.add_argument("--csv", required=True, type=Path, help="one row per combination, one column per TrainConfig field")
+    add_study_options(parser)
+    add_training_options(parser)
+    parser.add_argument("--check", action="store_true", help="only check the CSV against the study; enqueue nothing")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        grid, spec = check_grid(args)
+    except (GridError, *USER_ERRORS) as error:
+        return fail(str(error))
+    epochs = "--epochs for every row" if args.epochs else "unless a row says otherwise"
+    print(f"{grid.path}: {len(grid.rows)} rows checked against study {spec.name} "
+          f"({spec.base.image_size} px, {spec.base.epochs} epochs {epochs})", flush=True)
+    for note in outside_space(grid, spec)[:20]:
+        print(f"note: {note} lies outside the study's search space: trained as written, not an Optuna param")
+    if args.check:
+        return 0
+    try:
+        trainer = import_trainer(args.trainer)
+        session = open_session(args)
+        data = load_data(session)
+    except USER_ERRORS as error:
+        return fail(str(error))
+    print(f"study {spec.name}: pruner {session.spec.run.pruner}, data {data.root} "
+          f"({len(data.train)}/{len(data.val)}/{len(data.test)} train/val/test), worker pid {os.getpid()}", flush=True)
+    given = {"epochs": args.epochs, "device": args.device}
+    overrides = {"image_size": spec.base.image_size, **{k: getattr(spec.base, k) for k, v in given.items() if v is not None}}
+    objective = Objective(session.spec, data, session.run_dir, overrides=overrides, trainer=trainer,
+                          verbose=not args.quiet, after_trial=[write_note])
+    results = session.folder / RESULTS_FILE
+    try:
+        outcome = run_replay(session, grid, objective, args.timeout)
+    except KeyboardInterrupt:
+        write_results(results, grid, row_trials(session.study, grid, session.spec))
+        print(f"\ninterrupted: the running row is marked FAIL; run the same command again to run the rest "
+              f"(results so far: {results}).", file=sys.stderr)
+        return 130
+    table = write_results(results, grid, row_trials(session.study, grid, session.spec))
+    if outcome == "timeout":
+        print(f"--timeout {args.timeout:.0f} s reached: no new row started; run the same command again to go on.")
+    print(summary(grid, table, results))
+    failed = [row.number for row, cells in zip(grid.rows, table, strict=True) if cells["state"] == "FAIL"]
+    if failed:
+        print(f"rows {', '.join(map(str, failed))} failed (reasons above and in the study); "
+              f"run the same command again to retry them.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
