@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from polyp.config import TrainConfig
+from polyp.config import TrainConfig, parse_config
 from polyp.data import PolypData
 from polyp.models import build_model, count_parameters
 from polyp.train import Reporter, TrainResult
@@ -38,7 +38,7 @@ def fake_fit(cfg: TrainConfig, data: PolypData, reporter: Reporter | None = None
         raise RuntimeError(f"scripted failure: lr {cfg.lr} is above POLYP_FAKE_FAIL_LR")
     pause = float(os.environ.get("POLYP_FAKE_EPOCH_SECONDS", "0"))
     torch.manual_seed(cfg.seed)
-    model = build_model(TrainConfig(arch="linknet", encoder="resnet18", encoder_depth=3, image_size=cfg.image_size))
+    model = build_model(parse_config({"encoder_weights": "none"}, base=cfg))  # the model its config names
     history, status, reason = [], "completed", ""
     for epoch in range(1, cfg.epochs + 1):
         time.sleep(pause)
