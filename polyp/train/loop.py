@@ -46,10 +46,15 @@ class TrainResult:
         return float(np.mean(speeds)) if speeds else 0.0
 
 
-class _Step:
-    """Everything one training step needs, built once."""
+class TrainStep:
+    """Everything one training step needs, built once: the trainer's step, also timed by `polyp.bench`.
+
+    Puts `model` in channels-last memory format when `cfg.channels_last` is set.
+    """
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, device: torch.device, steps_per_epoch: int):
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         self.cfg, self.model, self.device = cfg, model, device
         self.dtype = resolve_precision(cfg.precision, device)
         self.normalize = Normalizer(device, cfg.channels_last)
@@ -78,6 +83,9 @@ class _Step:
         return value
 
 
+_Step = TrainStep  # the former private name
+
+
 def _seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -85,7 +93,13 @@ def _seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def train_one_epoch(step: _Step, loader: DataLoader) -> dict[str, float]:
+def train_loader(cfg: TrainConfig, images: ImageSet, generator: torch.Generator) -> DataLoader:
+    """The trainer's shuffled, augmented batches of `images` (augmentation runs in the main process)."""
+    return DataLoader(SegmentationDataset(images, cfg.augment, seed=cfg.seed), batch_size=cfg.batch_size,
+                      shuffle=True, drop_last=len(images) > cfg.batch_size, generator=generator)
+
+
+def train_one_epoch(step: TrainStep, loader: DataLoader) -> dict[str, float]:
     """One pass over the training data; returns mean loss, seconds, images/s and time spent waiting for data."""
     step.model.train()
     total_loss, images_seen, waited = 0.0, 0, 0.0
@@ -104,7 +118,7 @@ def train_one_epoch(step: _Step, loader: DataLoader) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate(step: _Step, images: ImageSet, batch_size: int) -> dict[str, float]:
+def evaluate(step: TrainStep, images: ImageSet, batch_size: int) -> dict[str, float]:
     """Loss and metrics (see polyp.metrics) of the current model on `images`, without augmentation."""
     step.model.eval()
     counts, total_loss = SegmentationCounts(), 0.0
@@ -144,11 +158,8 @@ def fit(cfg: TrainConfig, data: PolypData, reporter: Reporter | None = None, eva
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     model = build_model(cfg).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    loader = DataLoader(SegmentationDataset(data.train, cfg.augment, seed=cfg.seed), batch_size=cfg.batch_size,
-                        shuffle=True, drop_last=len(data.train) > cfg.batch_size, generator=generator)
-    step = _Step(cfg, model, device, len(loader))
+    loader = train_loader(cfg, data.train, generator)
+    step = TrainStep(cfg, model, device, len(loader))
     history, best, best_state, status, reason, stale = [], None, None, "completed", "", 0
     for epoch in range(1, cfg.epochs + 1):
         trained = train_one_epoch(step, loader)
