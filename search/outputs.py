@@ -50,7 +50,7 @@ def write_trial_files(folder: Path, cfg: TrainConfig, result: TrainResult, sampl
         files.append(loss_curve(result.history, folder / "loss_curve.png", title))
     if len(sample) and result.best_epoch:
         masks = predict_masks(result.model.cpu(), sample)
-        files.append(prediction_sheet(sample, masks, folder / "predictions.png", f"{title} — best epoch {result.best_epoch}"))
+        files.append(prediction_sheet(sample, masks, folder / "predictions.png", f"{title} - best epoch {result.best_epoch}"))
     if keep_checkpoint and result.best_epoch:
         checkpoint = save_checkpoint(result.model, cfg, folder / "checkpoint", facts)
         files += [checkpoint / "config.json", checkpoint / "model.safetensors", checkpoint / "training.json"]
