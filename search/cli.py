@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,18 @@ def import_trainer(spec: str):
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as error:
         raise ValueError(f"--trainer {spec!r}: cannot import ({error}); write module:function") from None
+
+
+def interrupt_on_signals() -> None:
+    """Makes SIGINT and SIGTERM raise KeyboardInterrupt, so `kill` and a Ctrl-C reach a background worker too
+    (a shell starts background jobs with SIGINT ignored) and the running trial is marked before exiting."""
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def fail(message: str, code: int = 2) -> int:

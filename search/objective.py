@@ -80,7 +80,10 @@ class Objective:
         started = time.perf_counter()
         try:
             return self._run(trial, started)
-        except (optuna.TrialPruned, KeyboardInterrupt):
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM); the next run goes on")
             raise
         except Exception as error:
             trial.set_user_attr("fail_reason", f"{type(error).__name__}: {error}"[:2000])

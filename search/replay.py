@@ -35,6 +35,7 @@ from search.cli import (
     apply_overrides,
     fail,
     import_trainer,
+    interrupt_on_signals,
     load_data,
     open_session,
 )
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only check the CSV against the study; enqueue nothing")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    interrupt_on_signals()
     try:
         grid, spec = check_grid(args)
     except (GridError, *USER_ERRORS) as error:

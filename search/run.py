@@ -24,6 +24,7 @@ from search.cli import (
     add_training_options,
     fail,
     import_trainer,
+    interrupt_on_signals,
     load_data,
     open_session,
 )
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     add_training_options(parser)
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    interrupt_on_signals()
     try:
         trainer = import_trainer(args.trainer)
         session = open_session(args)
