@@ -30,13 +30,13 @@ class TrialFailed(RuntimeError):
 class OptunaReporter:
     """Reports each epoch's validation mDice to the trial and asks the pruner whether to stop."""
 
-    def __init__(self, trial: optuna.trial.Trial):
-        self.trial = trial
+    def __init__(self, trial: optuna.trial.Trial, epochs: int):
+        self.trial, self.epochs = trial, epochs
         self.pruned_at: int | None = None
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, Any]) -> bool:
         self.trial.report(metrics["val_mdice"], step=epoch)
-        if self.trial.should_prune():
+        if epoch < self.epochs and self.trial.should_prune():  # after the last epoch there is nothing to save
             self.pruned_at = epoch
             return True
         return False
@@ -97,7 +97,7 @@ class Objective:
             trial.set_user_attr("retry_of", repeats)
         cfg = self.config_for(trial)
         trial.set_user_attr("config", cfg.to_dict())
-        reporter = OptunaReporter(trial)
+        reporter = OptunaReporter(trial, cfg.epochs)
         printer = PrintReporter(f"  trial {trial.number} ", cfg.epochs) if self.verbose else None
         result = self.trainer(cfg, self.data, Reporters([printer, reporter]))
         trained = time.perf_counter()

@@ -73,7 +73,7 @@ class Worker:
                                         stdout=self.handle, stderr=subprocess.STDOUT)
         self.pid = self.process.pid
 
-    def wait(self, timeout: float = 150) -> int:
+    def wait(self, timeout: float = 400) -> int:  # generous: CI machines can be slow, a pass takes ~30 s
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -241,7 +241,7 @@ def test_workers_opening_a_fresh_database_at_once_all_start(backend, tmp_path, r
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     processes = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, url, str(start)], env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(3)]
-    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
     for process, output in zip(processes, outputs, strict=True):
         assert process.returncode == 0, output
 
