@@ -186,11 +186,11 @@ def test_killed_worker_trial_is_retried_by_another(tmp_path, study_file, synthet
     workers = start_workers(2, tmp_path, study_file, synthetic_dir, target, postgres_url, [1.5, 1.5])
     by_pid = {worker.pid: worker for worker in workers}
 
-    def first_running_trial():
+    def first_running_trial():  # once its params are sampled: a trial killed before that has none to retry
         return next((t for t in load_trials(postgres_url)
-                     if t.state == TrialState.RUNNING and worker_pid(t) in by_pid), None)
+                     if t.state == TrialState.RUNNING and worker_pid(t) in by_pid and "config" in t.user_attrs), None)
 
-    killed = wait_for(first_running_trial, 120, "a running trial", workers)
+    killed = wait_for(first_running_trial, 120, "a running trial with its params", workers)
     victim = by_pid.pop(worker_pid(killed))
     os.kill(victim.pid, signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
@@ -204,7 +204,7 @@ def test_killed_worker_trial_is_retried_by_another(tmp_path, study_file, synthet
     assert len(retries) == 1, f"retries of trial {killed.number}: {[t.number for t in retries]}"
     retry = retries[0]
     assert retry.state in FINISHED
-    assert retry.params == failed.params
+    assert failed.params and retry.params == failed.params
     assert retry.user_attrs["config"] == failed.user_attrs["config"]
     assert worker_pid(retry) == survivor.pid
     assert sum(t.state in FINISHED for t in trials.values()) == target
