@@ -28,7 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from polyp.config import ConfigError, TrainConfig
 from polyp.data import DataError, prepare_data
 from polyp.models import build_model
-from polyp.runtime import autocast, resolve_device, resolve_precision
+from polyp.predict import Predictor
+from polyp.runtime import resolve_device, resolve_precision
 from polyp.train.__main__ import config_arguments, config_from_args
 from polyp.train.loop import TrainStep, train_loader, train_one_epoch
 
@@ -118,10 +119,14 @@ def prediction_flops(step: TrainStep, images: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def predict(step: TrainStep, images: torch.Tensor) -> torch.Tensor:
-    """The trainer's evaluation forward pass (polyp.train.loop.evaluate): its precision, layout and compile."""
-    with torch.no_grad(), autocast(step.device, step.dtype):
-        return step.forward(step.normalize(images))
+def predictors(steps: dict[str, TrainStep], cfg: TrainConfig) -> dict[str, Predictor]:
+    """`polyp.predict`'s Predictor on each step's model: plain float32, and its default (the trainer's precision
+    and channels-last)."""
+    plain, default = steps["plain float32"], steps["default"]
+    return {"plain float32": Predictor(copy.deepcopy(plain.model), cfg.image_size, device=str(plain.device),
+                                       precision="fp32", channels_last=False),
+            "default": Predictor(copy.deepcopy(default.model), cfg.image_size, device=str(default.device),
+                                 precision=cfg.precision, channels_last=cfg.channels_last)}
 
 
 def time_rounds(work: dict[str, Callable[[], object]], warmup: int, steps: int, rounds: int) -> dict[str, float]:
@@ -152,12 +157,10 @@ def bench_training(steps: dict[str, TrainStep], cfg: TrainConfig, args: argparse
 
 
 def bench_prediction(steps: dict[str, TrainStep], cfg: TrainConfig, args: argparse.Namespace) -> list[Speed]:
-    """Eval-mode forward speed of each step's model at `args.predict_size` px."""
+    """Speed of `polyp.predict`'s forward pass (Predictor.logits) at `args.predict_size` px."""
     images, _ = random_batch(cfg, args.predict_size, args.predict_batch)
     flops = prediction_flops(steps["plain float32"], images)
-    for step in steps.values():
-        step.model.eval()
-    work = {name: (lambda s=step: predict(s, images)) for name, step in steps.items()}
+    work = {name: (lambda p=predictor: p.logits(images)) for name, predictor in predictors(steps, cfg).items()}
     seconds = time_rounds(work, args.warmup, args.steps, args.rounds)
     return [Speed(name, seconds[name], args.predict_batch, flops) for name in steps]
 

@@ -46,7 +46,7 @@ class TrainConfig:
     epochs: int = 25  # training epochs (upper bound when early stopping)
     optimizer: str = "adamw"  # adamw | adam | sgd
     lr: float = 3e-3  # peak learning rate
-    weight_decay: float = 1e-4  # decoupled for adamw, L2 for adam/sgd
+    weight_decay: float = 1e-2  # decoupled for adamw (torch's AdamW default), L2 for adam/sgd
     momentum: float = 0.9  # sgd only
     schedule: str = "onecycle"  # onecycle | cosine | plateau | constant
     warmup_epochs: float = 1.0  # linear warm-up length in epochs (cosine, plateau, constant)
@@ -56,7 +56,7 @@ class TrainConfig:
     focal_gamma: float = 2.0  # focal loss focusing exponent
     augment: str = "medium"  # none | light | medium | heavy
     early_stop_patience: int = 0  # epochs without val Dice gain before stopping; 0 = off
-    grad_clip: float = 1.0  # max gradient L2 norm; 0 = off
+    grad_clip: float = 0.0  # max gradient L2 norm; 0 = off
     precision: str = "auto"  # auto (bf16 where the device supports it) | fp32 | bf16 | fp16
     channels_last: bool = True  # NHWC memory format (faster convolutions on CPU and GPU)
     compile: bool = False  # torch.compile the model

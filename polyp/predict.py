@@ -21,34 +21,49 @@ from polyp.data import IMAGENET_MEAN, IMAGENET_STD, DataError, read_image, read_
 from polyp.data.folder import IMAGE_SUFFIXES, MASK_NAME_SUFFIXES
 from polyp.io import atomic_path
 from polyp.metrics import dice_iou
-from polyp.runtime import Normalizer
+from polyp.runtime import Normalizer, autocast, resolve_precision
 
 
 class Predictor:
-    """Runs a loaded model on RGB uint8 images of any size and returns probability maps at that size."""
+    """Runs a loaded model on RGB uint8 images of any size and returns probability maps at that size.
 
-    def __init__(self, model: nn.Module, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, device: str = "cpu"):
+    Like the trainer, it runs channels-last with bf16 autocast where the device supports it
+    (`precision="auto"`); `precision="fp32", channels_last=False` is the plain float32 forward pass.
+    """
+
+    def __init__(self, model: nn.Module, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, device: str = "cpu",
+                 precision: str = "auto", channels_last: bool = True):
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        model = model.to(self.device).eval()
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.image_size = image_size
-        self.normalize = Normalizer(self.device, channels_last=False, mean=mean, std=std)
+        self.dtype = resolve_precision(precision, self.device)
+        self.normalize = Normalizer(self.device, channels_last=channels_last, mean=mean, std=std)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, device: str = "cpu") -> tuple[Predictor, CheckpointInfo]:
+    def from_folder(cls, folder: str | Path, device: str = "cpu", precision: str = "auto") -> tuple[Predictor, CheckpointInfo]:
         """Loads a checkpoint folder (JSON + safetensors only)."""
         model, info = load_checkpoint(folder)
-        return cls(model, info.image_size, info.mean, info.std, device), info
+        return cls(model, info.image_size, info.mean, info.std, device, precision), info
 
-    def batch_input(self, images: list[np.ndarray]) -> torch.Tensor:
-        """Resized, normalised input tensor (N,3,S,S) for RGB uint8 images."""
+    def resized(self, images: list[np.ndarray]) -> torch.Tensor:
+        """uint8 batch (N,3,S,S) of RGB uint8 images resized to the model's input size."""
         size = self.image_size
         small = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images])
-        return self.normalize(torch.from_numpy(small).permute(0, 3, 1, 2))
+        return torch.from_numpy(small).permute(0, 3, 1, 2)
 
-    @torch.no_grad()
+    def batch_input(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Resized, normalised float input tensor (N,3,S,S) for RGB uint8 images."""
+        return self.normalize(self.resized(images))
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """float32 logits (N,1,S,S) of a uint8 batch already at the input size."""
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            return self.model(self.normalize(batch)).float()
+
     def probabilities(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Polyp probability (float32 0..1) per pixel of each image, at the image's own size."""
-        probs = torch.sigmoid(self.model(self.batch_input(images)).float())[:, 0].cpu().numpy()
+        probs = torch.sigmoid(self.logits(self.resized(images)))[:, 0].cpu().numpy()
         return [cv2.resize(p, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_LINEAR) for p, im in zip(probs, images, strict=True)]
 
     def mask(self, image: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -98,25 +113,35 @@ def _find_mask(masks: Path, stem: str) -> Path | None:
     return None
 
 
-def predict_files(predictor: Predictor, inputs: list[Path], out: Path, masks: Path | None = None) -> list[dict]:
-    """Writes `<stem>_mask.png` and `<stem>_overlay.png` per input; with `masks`, scores each image."""
+def predict_files(predictor: Predictor, inputs: list[Path], out: Path, masks: Path | None = None,
+                  batch_size: int = 8) -> list[dict]:
+    """Writes `<stem>_mask.png` and `<stem>_overlay.png` per input; with `masks`, scores each image.
+
+    Images go through the model `batch_size` at a time.
+    """
     rows = []
-    for path in inputs:
-        image = read_image(path)
-        mask = predictor.mask(image)
-        write_png(out / f"{path.stem}_mask.png", mask * 255)
-        write_png(out / f"{path.stem}_overlay.png", overlay(image, mask))
-        row = {"stem": path.stem}
-        if masks is not None:
-            truth_path = _find_mask(masks, path.stem)
-            if truth_path is None:
-                raise DataError(f"{masks}: no mask for {path.name}")
-            truth = read_mask(truth_path)
-            if truth.shape != mask.shape:
-                raise DataError(f"{truth_path}: mask size {truth.shape[::-1]} differs from image {mask.shape[::-1]}")
-            row["dice"], row["iou"] = dice_iou(torch.from_numpy(mask), torch.from_numpy(truth))
-        rows.append(row)
+    for start in range(0, len(inputs), max(1, batch_size)):
+        chunk = inputs[start:start + max(1, batch_size)]
+        images = [read_image(path) for path in chunk]
+        for path, image, probability in zip(chunk, images, predictor.probabilities(images), strict=True):
+            rows.append(_write_one(path, image, (probability >= 0.5).astype(np.uint8), out, masks))
     return rows
+
+
+def _write_one(path: Path, image: np.ndarray, mask: np.ndarray, out: Path, masks: Path | None) -> dict:
+    """Writes one image's mask and overlay; scores the mask against `masks` when given."""
+    write_png(out / f"{path.stem}_mask.png", mask * 255)
+    write_png(out / f"{path.stem}_overlay.png", overlay(image, mask))
+    row = {"stem": path.stem}
+    if masks is not None:
+        truth_path = _find_mask(masks, path.stem)
+        if truth_path is None:
+            raise DataError(f"{masks}: no mask for {path.name}")
+        truth = read_mask(truth_path)
+        if truth.shape != mask.shape:
+            raise DataError(f"{truth_path}: mask size {truth.shape[::-1]} differs from image {mask.shape[::-1]}")
+        row["dice"], row["iou"] = dice_iou(torch.from_numpy(mask), torch.from_numpy(truth))
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--masks", help="folder of true masks: print Dice and IoU per image and their means")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--gradcam", action="store_true", help="also write <stem>_gradcam.png heat maps")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="auto: bf16 autocast where the device supports it (as in training), else float32")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     args = parser.parse_args(argv)
     try:
-        predictor, _ = Predictor.from_folder(args.model, args.device)
+        predictor, _ = Predictor.from_folder(args.model, args.device, args.precision)
         inputs = _inputs(Path(args.input))
-        rows = predict_files(predictor, inputs, Path(args.out), Path(args.masks) if args.masks else None)
+        rows = predict_files(predictor, inputs, Path(args.out), Path(args.masks) if args.masks else None,
+                             args.batch_size)
         if args.gradcam:
             from polyp.gradcam import write_gradcams
 

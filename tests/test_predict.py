@@ -115,3 +115,22 @@ def test_train_command_refuses_a_bad_flag_value(synthetic_dir, tmp_path, capsys)
     assert code == 2
     assert "lr:" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_batched_default_precision_matches_plain_float32(checkpoint, photos, tmp_path):
+    """Batches of 2 over 3 images with the default (channels-last, bf16 where supported) give the masks of
+    one-at-a-time plain float32 prediction, up to a few boundary pixels."""
+    fast, _ = polyp.predict.Predictor.from_folder(checkpoint)
+    plain, _ = polyp.predict.Predictor.from_folder(checkpoint, precision="fp32")
+    plain.model = plain.model.to(memory_format=torch.contiguous_format)
+    inputs = sorted((photos / "images").iterdir())
+    rows_fast = polyp.predict.predict_files(fast, inputs, tmp_path / "fast", photos / "masks", batch_size=2)
+    rows_plain = polyp.predict.predict_files(plain, inputs, tmp_path / "plain", photos / "masks", batch_size=1)
+    assert [r["stem"] for r in rows_fast] == [p.stem for p in inputs] == [r["stem"] for r in rows_plain]
+    for stem in (p.stem for p in inputs):
+        a = cv2.imread(str(tmp_path / "fast" / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+        b = cv2.imread(str(tmp_path / "plain" / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+        assert (a != b).mean() < 0.02
+    probs_fast = fast.probabilities([polyp.predict.read_image(inputs[0])])[0]
+    probs_plain = plain.probabilities([polyp.predict.read_image(inputs[0])])[0]
+    assert np.abs(probs_fast - probs_plain).max() < 0.05

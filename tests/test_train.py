@@ -158,3 +158,19 @@ def test_a_small_model_learns_the_synthetic_polyps(tiny_config, tmp_path):
     assert result.status == "completed"
     assert result.best_val["mdice"] > 0.7, result.history
     assert result.test["mdice"] > 0.7
+
+
+def test_without_validation_images_the_last_epoch_is_kept(tiny_config, synthetic_data):
+    no_val = dataclasses.replace(synthetic_data, val=synthetic_data.val.subset([]))
+    assert len(no_val.val) == 0
+    result = fit(dataclasses.replace(tiny_config, epochs=2), no_val)
+    assert result.status == "completed" and result.best_epoch == 2 and result.best_val == {}
+    assert all(math.isnan(row["val_mdice"]) for row in result.history)
+    assert result.test is not None and 0 <= result.test["mdice"] <= 1
+
+
+@pytest.mark.parametrize("change", [{"schedule": "plateau"}, {"early_stop_patience": 2}])
+def test_without_validation_images_val_driven_settings_are_refused(tiny_config, synthetic_data, change):
+    no_val = dataclasses.replace(synthetic_data, val=synthetic_data.val.subset([]))
+    with pytest.raises(ValueError, match="needs validation images"):
+        fit(dataclasses.replace(tiny_config, **change), no_val)

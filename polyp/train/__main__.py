@@ -17,7 +17,7 @@ from polyp.checkpoint import save_checkpoint
 from polyp.config import FIELDS, ConfigError, TrainConfig, load_config, parse_config
 from polyp.data import DataError, Split, prepare_data
 from polyp.io import atomic_path, write_json
-from polyp.train.loop import TrainResult, fit
+from polyp.train.loop import TrainResult, check_validation, fit
 from polyp.train.reporter import PrintReporter, Reporters, TensorBoardReporter
 
 
@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
     parser.add_argument("--test-list", help="file of test image stems (e.g. the PraNet Kvasir list)")
     parser.add_argument("--split", help="a split.json manifest to reuse")
-    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of all images for validation (selects the best epoch); 0 = train on everything "
+                        "but the test images and keep the last epoch")
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--tensorboard", action="store_true", help="also log to <out>/tensorboard")
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args, load_config(args.config) if args.config else None)
         data = prepare_data(args.data, cfg.image_size, args.split_seed, args.val_fraction, args.test_fraction,
                             args.test_list, Split.load(args.split) if args.split else None)
-    except (ConfigError, DataError) as error:
+        check_validation(cfg, len(data.val))
+    except (ConfigError, DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from polyp.config import TrainConfig
 from polyp.data import ImageSet, PolypData, SegmentationDataset
 from polyp.losses import build_loss
-from polyp.metrics import SegmentationCounts
+from polyp.metrics import METRIC_NAMES, SegmentationCounts
 from polyp.models import build_model, count_parameters
 from polyp.runtime import Normalizer, autocast, resolve_device, resolve_precision
 from polyp.train.optim import Schedule, build_optimizer
@@ -132,8 +132,21 @@ def evaluate(step: TrainStep, images: ImageSet, batch_size: int) -> dict[str, fl
     return {"loss": total_loss / max(1, len(images)), **counts.compute()}
 
 
+def check_validation(cfg: TrainConfig, val_images: int) -> None:
+    """Raises ValueError when `cfg` needs validation images (plateau schedule, early stopping) and there are none."""
+    if val_images:
+        return
+    if cfg.schedule == "plateau":
+        raise ValueError("schedule 'plateau' needs validation images; the split has none (val fraction 0)")
+    if cfg.early_stop_patience:
+        raise ValueError("early_stop_patience needs validation images; the split has none (val fraction 0)")
+
+
 def fit(cfg: TrainConfig, data: PolypData, reporter: Reporter | None = None, evaluate_test: bool = True) -> TrainResult:
     """Trains `cfg` on `data.train`, selects the epoch with the best validation mDice.
+
+    With no validation images (a split with val fraction 0, as plain scripts that train on everything but the
+    test set do) the last epoch's weights are the result and the history's val_* fields are NaN.
 
     Each epoch's history entry holds: epoch, train_loss, val_loss, val_mdice, val_miou, val_dice_pooled,
     lr, seconds, train_seconds, images_per_second, data_wait_fraction.
@@ -152,6 +165,8 @@ def fit(cfg: TrainConfig, data: PolypData, reporter: Reporter | None = None, eva
         >>> from polyp.train import fit
         >>> result = fit(TrainConfig(image_size=64, epochs=2), prepare_data("synthetic", 64))  # doctest: +SKIP
     """
+    check_validation(cfg, len(data.val))
+    has_val = len(data.val) > 0
     started = time.perf_counter()
     generator = _seed_everything(cfg.seed)
     if cfg.threads:
@@ -166,14 +181,16 @@ def fit(cfg: TrainConfig, data: PolypData, reporter: Reporter | None = None, eva
         if trained.get("diverged"):
             status, reason = "diverged", f"training loss became {trained['train_loss']} in epoch {epoch}"
             break
-        val = evaluate(step, data.val, cfg.batch_size)
+        val = evaluate(step, data.val, cfg.batch_size) if has_val else dict.fromkeys(("loss", *METRIC_NAMES), math.nan)
         step.schedule.after_epoch(val["mdice"])
         row = {"epoch": epoch, "train_loss": trained["train_loss"], "val_loss": val["loss"], "val_mdice": val["mdice"],
                "val_miou": val["miou"], "val_dice_pooled": val["dice_pooled"], "lr": step.optimizer.param_groups[0]["lr"],
                "seconds": time.perf_counter() - started - sum(h["seconds"] for h in history),
                **{k: trained[k] for k in ("train_seconds", "images_per_second", "data_wait_fraction")}}
         history.append(row)
-        if best is None or val["mdice"] > best[1]["mdice"]:
+        if not has_val:  # nothing to select by: the last epoch's weights are the result
+            best = (epoch, {})
+        elif best is None or val["mdice"] > best[1]["mdice"]:
             best, stale = (epoch, val), 0
             best_state = copy.deepcopy({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
         else:
