@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -27,7 +28,7 @@ from search.cli import USER_ERRORS, fail, import_trainer
 from search.grid import read_grid
 from search.objective import Objective
 from search.samplers import build_pruner, build_sampler
-from search.studies import StudySpec, load_study
+from search.studies import PRUNERS, SAMPLERS, StudySpec, load_study
 
 Curve = list[tuple[int, float]]  # (epochs spent so far, best validation mDice so far) after each trial
 
@@ -47,8 +48,26 @@ def run_grid(spec: StudySpec, csv_path: str, data, trainer, rows: int | None) ->
     return curve
 
 
-def run_study(spec: StudySpec, data, trainer, budget: int, run_dir: Path) -> Curve:
-    """Runs the study's default sampler and pruner until `budget` epochs are spent."""
+def load_or_run_grid(path: str | None, key: dict, run) -> tuple[Curve, float]:
+    """The grid's curve and minutes from the JSON file `path` when it was written for the same `key`
+    (CSV, data, size, epochs, rows), else from `run()`, then saved there."""
+    if path and Path(path).is_file():
+        saved = json.loads(Path(path).read_text())
+        if saved.get("key") == key:
+            for spent, best in saved["curve"]:
+                print(f"  grid (from {path}): epochs {spent:>4}  best {best:.4f}")
+            return [tuple(point) for point in saved["curve"]], saved["minutes"]
+        print(f"  {path} holds another grid ({saved.get('key')}); running it again")
+    started = time.perf_counter()
+    curve = run()
+    minutes = (time.perf_counter() - started) / 60
+    if path:
+        Path(path).write_text(json.dumps({"key": key, "curve": curve, "minutes": minutes}, indent=1))
+    return curve, minutes
+
+
+def run_study(spec: StudySpec, data, trainer, budget: int, run_dir: Path, stop_at: float | None = None) -> Curve:
+    """Runs the study's sampler and pruner until `budget` epochs are spent (or its best reaches `stop_at`)."""
     study = optuna.create_study(direction="maximize", sampler=build_sampler(spec.run.sampler, spec, spec.run.seed),
                                 pruner=build_pruner(spec.run.pruner, spec))
     objective = Objective(spec, data, run_dir, overrides={"epochs": spec.base.epochs, "image_size": spec.base.image_size},
@@ -62,8 +81,16 @@ def run_study(spec: StudySpec, data, trainer, budget: int, run_dir: Path) -> Cur
         curve.append((spent, best))
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         print(f"  study trial {trial.number:>2}: {trial.state.name:<8} value {value}  "
-              f"epochs run {trial.user_attrs.get('epochs_run', 0)}  spent {spent:>4}  best {best:.4f}", flush=True)
+              f"epochs run {trial.user_attrs.get('epochs_run', 0)}  spent {spent:>4}  best {best:.4f}  "
+              f"{describe_params(trial.params)}", flush=True)
+        if stop_at is not None and best >= stop_at - 1e-9:
+            break
     return curve
+
+
+def describe_params(params: dict) -> str:
+    """A trial's parameters in one short line, e.g. "arch=linknet encoder=resnet18 lr=3.1e-03"."""
+    return " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def epochs_to_reach(curve: Curve, target: float) -> int | None:
@@ -81,11 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=4, help="epochs per trial for both methods")
     parser.add_argument("--rows", type=int, help="use only the first ROWS rows of the CSV")
     parser.add_argument("--trainer", default="polyp.train:fit", help="training function module:name")
+    parser.add_argument("--sampler", choices=SAMPLERS, help="measure this sampler instead of the study's")
+    parser.add_argument("--pruner", choices=PRUNERS, help="measure this pruner instead of the study's")
+    parser.add_argument("--startup-trials", type=int, help="instead of the study's startup_trials")
+    parser.add_argument("--warmup-epochs", type=int, help="instead of the study's warmup_epochs")
+    parser.add_argument("--grid-results", help="JSON file: reuse the grid's curve from it when it holds the same "
+                        "grid, else run the grid and save its curve there (to compare settings without rerunning it)")
+    parser.add_argument("--until-matched", action="store_true",
+                        help="stop the study once it matches the grid's best instead of spending the whole budget")
     args = parser.parse_args(argv)
     try:
         spec = load_study(args.study)
         spec = dataclasses.replace(spec, base=parse_config({"image_size": args.image_size, "epochs": args.epochs},
                                                            base=spec.base))
+        overrides = {"sampler": args.sampler, "pruner": args.pruner, "startup_trials": args.startup_trials,
+                     "warmup_epochs": args.warmup_epochs}
+        spec = dataclasses.replace(spec, run=dataclasses.replace(
+            spec.run, **{k: v for k, v in overrides.items() if v is not None}))
         trainer = fit if args.trainer == "polyp.train:fit" else import_trainer(args.trainer)
         data = prepare_data(args.data, args.image_size, spec.run.seed, test_list=args.test_list)
         read_grid(args.csv, spec.base)
@@ -95,18 +134,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data {data.root}: {len(data.train)}/{len(data.val)}/{len(data.test)} at {args.image_size} px, "
           f"{args.epochs} epochs per trial; study {spec.name}: sampler {spec.run.sampler}, pruner {spec.run.pruner} "
           f"(startup {spec.run.startup_trials}, warm-up {spec.run.warmup_epochs} epochs)")
-    started = time.perf_counter()
     print("grid (every row trained to the end):")
-    grid = run_grid(spec, args.csv, data, trainer, args.rows)
-    grid_seconds = time.perf_counter() - started
+    key = {"csv": str(Path(args.csv).resolve()), "data": str(data.root), "image_size": args.image_size,
+           "epochs": args.epochs, "rows": args.rows, "trainer": args.trainer, "seed": spec.run.seed}
+    grid, grid_minutes = load_or_run_grid(args.grid_results, key,
+                                          lambda: run_grid(spec, args.csv, data, trainer, args.rows))
     budget, grid_best = grid[-1][0], grid[-1][1]
-    print(f"study default ({spec.run.sampler} + {spec.run.pruner} pruning), same budget of {budget} epochs:")
+    print(f"study ({spec.run.sampler} + {spec.run.pruner} pruning, startup {spec.run.startup_trials}, warm-up "
+          f"{spec.run.warmup_epochs}), same budget of {budget} epochs:")
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
-        study = run_study(spec, data, trainer, budget, Path(run_dir))
+        study = run_study(spec, data, trainer, budget, Path(run_dir), grid_best if args.until_matched else None)
     print(f"grid:  best val mDice {grid_best:.4f}, reached after {epochs_to_reach(grid, grid_best)} epochs, "
-          f"known only after all {budget} epochs ({grid_seconds / 60:.1f} min)")
+          f"known only after all {budget} epochs ({grid_minutes:.1f} min)")
     print(f"study: best val mDice {study[-1][1]:.4f} after {study[-1][0]} epochs "
-          f"({(time.perf_counter() - started - grid_seconds) / 60:.1f} min)")
+          f"({(time.perf_counter() - started) / 60:.1f} min)")
     needed = epochs_to_reach(study, grid_best)
     if needed is None:
         print(f"the study did not match the grid's best ({grid_best:.4f}) within {budget} epochs")

@@ -4,6 +4,9 @@ and the same files as Optuna artifacts, so optuna-dashboard shows them on the tr
 from __future__ import annotations
 
 import mimetypes
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -58,10 +61,23 @@ def write_trial_files(folder: Path, cfg: TrainConfig, result: TrainResult, sampl
 
 
 def upload_files(store: FileSystemArtifactStore, trial: optuna.trial.Trial, files: list[Path]) -> dict[str, str]:
-    """Uploads `files` as artifacts of `trial`; returns file name -> artifact id."""
+    """Uploads `files` as artifacts of `trial`; returns artifact name -> artifact id.
+
+    Checkpoint files are named `checkpoint-<name>` (Optuna names an artifact after its file, and the trial's
+    config.json and the checkpoint's would otherwise look the same on the dashboard).
+    """
     ids = {}
-    for path in files:
-        name = path.name if path.parent.name != "checkpoint" else f"checkpoint-{path.name}"
-        mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        ids[name] = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial, mimetype=mimetype)
+    with tempfile.TemporaryDirectory(prefix=".upload-", dir=files[0].parent if files else None) as staging:
+        for path in files:
+            name = path.name if path.parent.name != "checkpoint" else f"checkpoint-{path.name}"
+            source = path
+            if name != path.name:
+                source = Path(staging) / name
+                try:
+                    os.link(path, source)  # no copy of the weights where the file system allows it
+                except OSError:
+                    shutil.copyfile(path, source)
+            mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            ids[name] = upload_artifact(artifact_store=store, file_path=str(source), study_or_trial=trial,
+                                        mimetype=mimetype)
     return ids

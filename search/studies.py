@@ -46,9 +46,9 @@ class RunSettings:
     data: str = "synthetic"  # folder with images/ and masks/, or "synthetic"
     test_list: str = ""  # file of test stems; empty = seeded fractions
     sampler: str = "tpe"  # tpe | random | gp | grid
-    pruner: str = "median"  # median | hyperband | sha | none
+    pruner: str = "sha"  # sha (successive halving, the measured default) | median | hyperband | none
     startup_trials: int = 5  # trials sampled at random (and never pruned by median) before the model kicks in
-    warmup_epochs: int = 2  # epochs every trial runs before the pruner may stop it
+    warmup_epochs: int = 1  # epochs every trial runs before the pruner may stop it (sha/hyperband: first rung)
     sample_images: int = 6  # test images on each trial's prediction sheet
     val_fraction: float = 0.1  # share of images for validation
     test_fraction: float = 0.1  # share of images for testing (without test_list)

@@ -26,3 +26,32 @@ def test_epochs_to_reach():
     assert bench.epochs_to_reach(curve, 0.5) == 6
     assert bench.epochs_to_reach(curve, 0.7) == 12
     assert bench.epochs_to_reach(curve, 0.8) is None
+
+
+def test_grid_results_are_reused_and_settings_overridden(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("POLYP_CACHE", str(tmp_path / "cache"))
+    saved = tmp_path / "grid.json"
+    args = ["--trainer", "search.testing:fake_fit", "--rows", "3", "--epochs", "3", "--grid-results", str(saved)]
+    assert bench.main(args) == 0
+    first = capsys.readouterr().out
+    assert first.count("grid row") == 3 and saved.is_file()
+    assert bench.main([*args, "--pruner", "sha", "--warmup-epochs", "1", "--startup-trials", "2"]) == 0
+    second = capsys.readouterr().out
+    assert "grid row" not in second and f"grid (from {saved})" in second
+    assert "sha pruning, startup 2, warm-up 1" in second
+    grid_best = re.search(r"grid:  best val mDice (\d\.\d+)", first).group(1)
+    assert f"grid:  best val mDice {grid_best}" in second
+    # another grid (other epochs) is not taken from the file
+    assert bench.main([*args[:-4], "--epochs", "2", "--grid-results", str(saved)]) == 0
+    assert capsys.readouterr().out.count("grid row") == 3
+
+
+def test_until_matched_stops_the_study_once_it_matches(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("POLYP_CACHE", str(tmp_path / "cache"))
+    assert bench.main(["--trainer", "search.testing:fake_fit", "--rows", "4", "--epochs", "3", "--until-matched"]) == 0
+    out = capsys.readouterr().out
+    last = out.strip().splitlines()[-1]
+    if "fewer epochs" in last:
+        needed = int(re.search(r"after (\d+) epochs against", last).group(1))
+        spent = [int(m) for m in re.findall(r"spent\s+(\d+)", out)]
+        assert spent[-1] == needed
