@@ -66,9 +66,11 @@ def load_or_run_grid(path: str | None, key: dict, run) -> tuple[Curve, float]:
     return curve, minutes
 
 
-def run_study(spec: StudySpec, data, trainer, budget: int, run_dir: Path, stop_at: float | None = None) -> Curve:
+def run_study(spec: StudySpec, data, trainer, budget: int, run_dir: Path, stop_at: float | None = None,
+              sampler_seed: int | None = None) -> Curve:
     """Runs the study's sampler and pruner until `budget` epochs are spent (or its best reaches `stop_at`)."""
-    study = optuna.create_study(direction="maximize", sampler=build_sampler(spec.run.sampler, spec, spec.run.seed),
+    seed = spec.run.seed if sampler_seed is None else sampler_seed
+    study = optuna.create_study(direction="maximize", sampler=build_sampler(spec.run.sampler, spec, seed),
                                 pruner=build_pruner(spec.run.pruner, spec))
     objective = Objective(spec, data, run_dir, overrides={"epochs": spec.base.epochs, "image_size": spec.base.image_size},
                           trainer=trainer, verbose=False)
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pruner", choices=PRUNERS, help="measure this pruner instead of the study's")
     parser.add_argument("--startup-trials", type=int, help="instead of the study's startup_trials")
     parser.add_argument("--warmup-epochs", type=int, help="instead of the study's warmup_epochs")
+    parser.add_argument("--sampler-seed", type=int, help="seed the study's sampler with this instead of the study's "
+                        "seed (the data split and the grid stay the same): repeat the study to see its spread")
     parser.add_argument("--grid-results", help="JSON file: reuse the grid's curve from it when it holds the same "
                         "grid, else run the grid and save its curve there (to compare settings without rerunning it)")
     parser.add_argument("--until-matched", action="store_true",
@@ -133,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"data {data.root}: {len(data.train)}/{len(data.val)}/{len(data.test)} at {args.image_size} px, "
           f"{args.epochs} epochs per trial; study {spec.name}: sampler {spec.run.sampler}, pruner {spec.run.pruner} "
-          f"(startup {spec.run.startup_trials}, warm-up {spec.run.warmup_epochs} epochs)")
+          f"(startup {spec.run.startup_trials}, warm-up {spec.run.warmup_epochs} epochs, sampler seed "
+          f"{spec.run.seed if args.sampler_seed is None else args.sampler_seed})")
     print("grid (every row trained to the end):")
     key = {"csv": str(Path(args.csv).resolve()), "data": str(data.root), "image_size": args.image_size,
            "epochs": args.epochs, "rows": args.rows, "trainer": args.trainer, "seed": spec.run.seed}
@@ -144,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{spec.run.warmup_epochs}), same budget of {budget} epochs:")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
-        study = run_study(spec, data, trainer, budget, Path(run_dir), grid_best if args.until_matched else None)
+        study = run_study(spec, data, trainer, budget, Path(run_dir), grid_best if args.until_matched else None,
+                          args.sampler_seed)
     print(f"grid:  best val mDice {grid_best:.4f}, reached after {epochs_to_reach(grid, grid_best)} epochs, "
           f"known only after all {budget} epochs ({grid_minutes:.1f} min)")
     print(f"study: best val mDice {study[-1][1]:.4f} after {study[-1][0]} epochs "

@@ -55,3 +55,19 @@ def test_until_matched_stops_the_study_once_it_matches(tmp_path, monkeypatch, ca
         needed = int(re.search(r"after (\d+) epochs against", last).group(1))
         spent = [int(m) for m in re.findall(r"spent\s+(\d+)", out)]
         assert spent[-1] == needed
+
+
+def test_sampler_seed_changes_the_study_not_the_grid(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("POLYP_CACHE", str(tmp_path / "cache"))
+    saved = tmp_path / "grid.json"
+    args = ["--trainer", "search.testing:fake_fit", "--rows", "3", "--epochs", "2", "--grid-results", str(saved),
+            "--sampler", "random"]
+    runs = []
+    for seed in (None, "0", "7"):
+        assert bench.main(args + ([] if seed is None else ["--sampler-seed", seed])) == 0
+        out = capsys.readouterr().out
+        runs.append(re.findall(r"study trial\s+\d+: .*?best \d\.\d+\s+(.*)", out))
+        if seed == "7":
+            assert "sampler seed 7" in out and "grid row" not in out  # the same grid, from the file
+    assert runs[0] == runs[1]  # the default is the study's seed (0)
+    assert runs[2] != runs[0]
