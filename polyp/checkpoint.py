@@ -144,12 +144,16 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, CheckpointInfo]:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{weights}: cannot read safetensors ({error})") from None
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    own = model.state_dict()  # compared here: smp's load_state_dict would print every mismatched key first
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    reshaped = [f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
+                for key in own if key in state and state[key].shape != own[key].shape]
+    if missing or unexpected or reshaped:
         raise CheckpointError(
             f"{weights}: weights do not fit {info.config.arch}/{info.config.encoder} depth {info.config.encoder_depth}: "
-            f"{len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected "
-            f"(e.g. {(result.missing_keys + result.unexpected_keys)[:3]})"
+            f"{len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} of another shape "
+            f"(e.g. {(missing + unexpected + reshaped)[:3]})"
         )
     try:
         model.load_state_dict(state, strict=True)

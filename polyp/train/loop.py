@@ -83,7 +83,6 @@ class TrainStep:
         return value
 
 
-_Step = TrainStep  # the former private name
 
 
 def _seed_everything(seed: int) -> torch.Generator:
