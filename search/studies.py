@@ -46,7 +46,7 @@ class RunSettings:
     data: str = "synthetic"  # folder with images/ and masks/, or "synthetic"
     test_list: str = ""  # file of test stems; empty = seeded fractions
     sampler: str = "tpe"  # tpe | random | gp | grid
-    pruner: str = "sha"  # sha (successive halving, the measured default) | median | hyperband | none
+    pruner: str = "median"  # median (the measured default, see search.bench) | sha | hyperband | none
     startup_trials: int = 5  # trials sampled at random (and never pruned by median) before the model kicks in
     warmup_epochs: int = 1  # epochs every trial runs before the pruner may stop it (sha/hyperband: first rung)
     sample_images: int = 6  # test images on each trial's prediction sheet
