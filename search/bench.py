@@ -135,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         return fail(str(error))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler_seed = spec.run.seed if args.sampler_seed is None else args.sampler_seed
     print(f"data {data.root}: {len(data.train)}/{len(data.val)}/{len(data.test)} at {args.image_size} px, "
           f"{args.epochs} epochs per trial; study {spec.name}: sampler {spec.run.sampler}, pruner {spec.run.pruner} "
-          f"(startup {spec.run.startup_trials}, warm-up {spec.run.warmup_epochs} epochs, sampler seed "
-          f"{spec.run.seed if args.sampler_seed is None else args.sampler_seed})")
+          f"(startup {spec.run.startup_trials}, warm-up {spec.run.warmup_epochs} epochs, sampler seed {sampler_seed})")
     print("grid (every row trained to the end):")
     key = {"csv": str(Path(args.csv).resolve()), "data": str(data.root), "image_size": args.image_size,
            "epochs": args.epochs, "rows": args.rows, "trainer": args.trainer, "seed": spec.run.seed}
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
         study = run_study(spec, data, trainer, budget, Path(run_dir), grid_best if args.until_matched else None,
-                          args.sampler_seed)
+                          sampler_seed)
     print(f"grid:  best val mDice {grid_best:.4f}, reached after {epochs_to_reach(grid, grid_best)} epochs, "
           f"known only after all {budget} epochs ({grid_minutes:.1f} min)")
     print(f"study: best val mDice {study[-1][1]:.4f} after {study[-1][0]} epochs "

@@ -83,8 +83,6 @@ class TrainStep:
         return value
 
 
-
-
 def _seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed % 2**32)
