@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import tempfile
@@ -95,6 +96,12 @@ def describe_params(params: dict) -> str:
     return " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+def split_digest(data) -> str:
+    """A short digest of which images train and validate, so a saved grid is reused only on the same split."""
+    names = "\n".join(["train", *data.split.train, "val", *data.split.val])
+    return hashlib.sha256(names.encode()).hexdigest()[:16]
+
+
 def epochs_to_reach(curve: Curve, target: float) -> int | None:
     """The epochs spent when the curve first reached `target`, or None."""
     return next((spent for spent, best in curve if best >= target - 1e-9), None)
@@ -109,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=4, help="epochs per trial for both methods")
     parser.add_argument("--rows", type=int, help="use only the first ROWS rows of the CSV")
+    parser.add_argument("--val-fraction", type=float, help="validation share of the images instead of the study's "
+                        "(a larger validation set makes both methods' best values less noisy)")
     parser.add_argument("--trainer", default="polyp.train:fit", help="training function module:name")
     parser.add_argument("--sampler", choices=SAMPLERS, help="measure this sampler instead of the study's")
     parser.add_argument("--pruner", choices=PRUNERS, help="measure this pruner instead of the study's")
@@ -122,15 +131,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop the study once it matches the grid's best instead of spending the whole budget")
     args = parser.parse_args(argv)
     try:
+        if args.val_fraction is not None and args.val_fraction <= 0:
+            raise ValueError(f"--val-fraction: {args.val_fraction} leaves no validation images, and both methods are "
+                             "compared on validation mDice (val_fraction must be above 0)")
         spec = load_study(args.study)
         spec = dataclasses.replace(spec, base=parse_config({"image_size": args.image_size, "epochs": args.epochs},
                                                            base=spec.base))
         overrides = {"sampler": args.sampler, "pruner": args.pruner, "startup_trials": args.startup_trials,
-                     "warmup_epochs": args.warmup_epochs}
+                     "warmup_epochs": args.warmup_epochs, "val_fraction": args.val_fraction}
         spec = dataclasses.replace(spec, run=dataclasses.replace(
             spec.run, **{k: v for k, v in overrides.items() if v is not None}))
         trainer = fit if args.trainer == "polyp.train:fit" else import_trainer(args.trainer)
-        data = prepare_data(args.data, args.image_size, spec.run.seed, test_list=args.test_list)
+        data = prepare_data(args.data, args.image_size, spec.run.seed, spec.run.val_fraction, spec.run.test_fraction,
+                            test_list=args.test_list)
         read_grid(args.csv, spec.base)
     except USER_ERRORS as error:
         return fail(str(error))
@@ -140,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.epochs} epochs per trial; study {spec.name}: sampler {spec.run.sampler}, pruner {spec.run.pruner} "
           f"(startup {spec.run.startup_trials}, warm-up {spec.run.warmup_epochs} epochs, sampler seed {sampler_seed})")
     print("grid (every row trained to the end):")
-    key = {"csv": str(Path(args.csv).resolve()), "data": str(data.root), "image_size": args.image_size,
-           "epochs": args.epochs, "rows": args.rows, "trainer": args.trainer, "seed": spec.run.seed}
+    key = {"csv": str(Path(args.csv).resolve()), "data": str(data.root), "split": split_digest(data),
+           "image_size": args.image_size, "epochs": args.epochs, "rows": args.rows, "trainer": args.trainer,
+           "seed": spec.run.seed}
     grid, grid_minutes = load_or_run_grid(args.grid_results, key,
                                           lambda: run_grid(spec, args.csv, data, trainer, args.rows))
     budget, grid_best = grid[-1][0], grid[-1][1]

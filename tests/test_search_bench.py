@@ -71,3 +71,23 @@ def test_sampler_seed_changes_the_study_not_the_grid(tmp_path, monkeypatch, caps
             assert "sampler seed 7" in out and "grid row" not in out  # the same grid, from the file
     assert runs[0] == runs[1]  # the default is the study's seed (0)
     assert runs[2] != runs[0]
+
+
+def test_val_fraction_sets_the_split_and_a_saved_grid_is_kept_to_its_split(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("POLYP_CACHE", str(tmp_path / "cache"))
+    saved = tmp_path / "grid.json"
+    args = ["--trainer", "search.testing:fake_fit", "--rows", "2", "--epochs", "2", "--grid-results", str(saved)]
+    assert bench.main([*args, "--val-fraction", "0.25"]) == 0
+    out = capsys.readouterr().out
+    train, val, test = map(int, re.search(r"(\d+)/(\d+)/(\d+) at", out).groups())
+    assert val == round(0.25 * (train + val + test)) and out.count("grid row") == 2
+    assert bench.main(args) == 0  # the study's own val_fraction (0.1): another split, so the grid runs again
+    out = capsys.readouterr().out
+    assert out.count("grid row") == 2 and "holds another grid" in out
+
+
+def test_a_val_fraction_leaving_nothing_to_compare_is_an_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("POLYP_CACHE", str(tmp_path / "cache"))
+    for bad in ("0", "0.95"):
+        assert bench.main(["--trainer", "search.testing:fake_fit", "--rows", "1", "--val-fraction", bad]) == 2
+        assert "val_fraction" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from polyp.data import ImageSet, PolypData, SegmentationDataset
 from polyp.losses import build_loss
 from polyp.metrics import METRIC_NAMES, SegmentationCounts
 from polyp.models import build_model, count_parameters
-from polyp.runtime import Normalizer, autocast, resolve_device, resolve_precision
+from polyp.runtime import Normalizer, autocast, resolve_device, resolve_precision, strided_depthwise_in_float32
 from polyp.train.optim import Schedule, build_optimizer
 from polyp.train.reporter import Reporter
 
@@ -57,6 +57,7 @@ class TrainStep:
             model = model.to(memory_format=torch.channels_last)
         self.cfg, self.model, self.device = cfg, model, device
         self.dtype = resolve_precision(cfg.precision, device)
+        strided_depthwise_in_float32(model, device, self.dtype)
         self.normalize = Normalizer(device, cfg.channels_last)
         self.loss_fn = build_loss(cfg.loss, cfg.tversky_alpha, cfg.tversky_beta, cfg.focal_gamma)
         self.optimizer = build_optimizer(model, cfg)
