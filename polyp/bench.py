@@ -29,7 +29,7 @@ from polyp.config import ConfigError, TrainConfig
 from polyp.data import DataError, prepare_data
 from polyp.models import build_model
 from polyp.predict import Predictor
-from polyp.runtime import resolve_device, resolve_precision
+from polyp.runtime import count_float32_convolutions, resolve_device
 from polyp.train.__main__ import config_arguments, config_from_args
 from polyp.train.loop import TrainStep, train_loader, train_one_epoch
 
@@ -71,11 +71,13 @@ def _seconds(work: Callable[[], object], times: int) -> float:
     return time.perf_counter() - start
 
 
-def describe(cfg: TrainConfig, device: torch.device) -> str:
-    """What the default step uses, e.g. "channels-last, bf16 autocast, 2 threads"."""
-    step_dtype = resolve_precision(cfg.precision, device)
+def describe(cfg: TrainConfig, step: TrainStep) -> str:
+    """What the default step uses, e.g. "channels-last, bfloat16 autocast (4 strided depthwise convolutions in
+    float32), 2 threads"."""
     parts = ["channels-last" if cfg.channels_last else "contiguous"]
-    parts.append(f"{str(step_dtype).removeprefix('torch.')} autocast" if step_dtype else "float32")
+    parts.append(f"{str(step.dtype).removeprefix('torch.')} autocast" if step.dtype else "float32")
+    if kept := count_float32_convolutions(step.model):
+        parts[-1] += f" ({kept} strided depthwise convolutions in float32)"
     if cfg.compile:
         parts.append("torch.compile")
     parts.append(f"{torch.get_num_threads()} threads")
@@ -222,7 +224,7 @@ def run(args: argparse.Namespace, cfg: TrainConfig, emit: Callable[[str], None] 
     lines = [
         f"polyp.bench: {cfg.arch}/{cfg.encoder} depth {cfg.encoder_depth}, {cfg.image_size} px, batch {cfg.batch_size}, "
         f"{device.type}, torch {torch.__version__}",
-        f"default step: {describe(cfg, device)}",
+        f"default step: {describe(cfg, steps['default'])}",
         f"matrix-product peak ({args.peak_size}x{args.peak_size}, this run): float32 {peak[torch.float32]:.0f} GFLOP/s, "
         f"bfloat16 {peak[torch.bfloat16]:.0f} GFLOP/s",
         f"training FLOPs (forward+backward, torch.utils.flop_counter): {plain.flops_per_batch / cfg.batch_size / 1e9:.1f} "

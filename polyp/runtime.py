@@ -83,6 +83,11 @@ def strided_depthwise_in_float32(model: nn.Module, device: torch.device, dtype: 
     return switched
 
 
+def count_float32_convolutions(model: nn.Module) -> int:
+    """How many of the model's convolutions `strided_depthwise_in_float32` switched to float32."""
+    return sum(type(module) in _FLOAT32_CLASSES.values() for module in model.modules())
+
+
 class Normalizer:
     """Turns uint8 image batches (N,3,H,W) into normalised float input on the device."""
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from polyp.config import TrainConfig
 from polyp.models import build_model
-from polyp.runtime import strided_depthwise_in_float32
+from polyp.runtime import count_float32_convolutions, strided_depthwise_in_float32
 from polyp.train.loop import TrainStep
 
 CPU = torch.device("cpu")
@@ -51,6 +51,7 @@ def test_switched_model_keeps_its_weights_outputs_and_state_dict_names():
     before = copy.deepcopy(model)
     switched = strided_depthwise_in_float32(model, CPU, torch.bfloat16)
     assert switched == 4  # mobilenet_v2's stride-2 blocks in four stages
+    assert count_float32_convolutions(model) == 4 and count_float32_convolutions(before) == 0
     assert list(model.state_dict()) == list(before.state_dict())
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
