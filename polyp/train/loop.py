@@ -19,7 +19,13 @@ from polyp.data import ImageSet, PolypData, SegmentationDataset
 from polyp.losses import build_loss
 from polyp.metrics import METRIC_NAMES, SegmentationCounts
 from polyp.models import build_model, count_parameters
-from polyp.runtime import Normalizer, autocast, resolve_device, resolve_precision, strided_depthwise_in_float32
+from polyp.runtime import (
+    Normalizer,
+    autocast,
+    resolve_device,
+    resolve_precision,
+    strided_depthwise_in_float32,
+)
 from polyp.train.optim import Schedule, build_optimizer
 from polyp.train.reporter import Reporter
 
