@@ -67,7 +67,7 @@ def strided_depthwise_in_float32(model: nn.Module, device: torch.device, dtype: 
 
     oneDNN's bfloat16 backward pass of depthwise convolutions with stride 2 is several times slower than its
     float32 one, while those layers hold a tiny share of the FLOPs: with them in float32 the whole training
-    step of mobilenet_v2 and efficientnet-b0 models runs 10-18% faster (measured with `polyp.bench`).
+    step of mobilenet_v2 and efficientnet-b0 models runs 13-18% faster (measured with `polyp.bench`).
     Stride-1 depthwise and ordinary convolutions are faster in bf16 and stay there, and so does prediction
     (its forward pass alone is faster in bf16). The modules keep their weights and state-dict names (only
     their class changes). Returns how many were switched.

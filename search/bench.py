@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 
 from polyp.config import parse_config
-from polyp.data import prepare_data
+from polyp.data import PolypData, prepare_data
 from polyp.train import fit
 from search.cli import USER_ERRORS, fail, import_trainer
 from search.grid import read_grid
@@ -96,7 +96,7 @@ def describe_params(params: dict) -> str:
     return " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
-def split_digest(data) -> str:
+def split_digest(data: PolypData) -> str:
     """A short digest of which images train and validate, so a saved grid is reused only on the same split."""
     names = "\n".join(["train", *data.split.train, "val", *data.split.val])
     return hashlib.sha256(names.encode()).hexdigest()[:16]
