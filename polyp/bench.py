@@ -123,8 +123,7 @@ def prediction_flops(step: TrainStep, images: torch.Tensor) -> int:
 
 def predictors(steps: dict[str, TrainStep], cfg: TrainConfig) -> dict[str, Predictor]:
     """`polyp.predict`'s Predictor on copies of one model: plain float32, and its default (the trainer's precision
-    and channels-last). Both copy the plain step's model, as a loaded checkpoint is: the default training step's
-    model has its strided depthwise convolutions switched to float32, which pays in training only."""
+    and channels-last). Both copy the plain step's model, as a loaded checkpoint is."""
     plain = steps["plain float32"]
     return {"plain float32": Predictor(copy.deepcopy(plain.model), cfg.image_size, device=str(plain.device),
                                        precision="fp32", channels_last=False),

@@ -52,9 +52,12 @@ _FLOAT32_CLASSES: dict[type, type] = {}
 
 
 def _float32_class(cls: type) -> type:
-    """A subclass of the convolution class `cls` whose forward pass runs in float32 inside autocast."""
+    """A subclass of the convolution class `cls` whose forward pass runs in float32 inside autocast while
+    gradients are recorded (training); without them (validation, prediction) it runs as `cls` does."""
     if cls not in _FLOAT32_CLASSES:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not torch.is_grad_enabled():
+                return cls.forward(self, x)
             with torch.autocast(x.device.type, enabled=False):
                 return cls.forward(self, x.float())
 
@@ -68,8 +71,8 @@ def strided_depthwise_in_float32(model: nn.Module, device: torch.device, dtype: 
     oneDNN's bfloat16 backward pass of depthwise convolutions with stride 2 is several times slower than its
     float32 one, while those layers hold a tiny share of the FLOPs: with them in float32 the whole training
     step of mobilenet_v2 and efficientnet-b0 models runs 13-18% faster (measured with `polyp.bench`).
-    Stride-1 depthwise and ordinary convolutions are faster in bf16 and stay there, and so does prediction
-    (its forward pass alone is faster in bf16). The modules keep their weights and state-dict names (only
+    Stride-1 depthwise and ordinary convolutions are faster in bf16 and stay there, and so do these layers
+    when no gradients are recorded (validation, prediction: the forward pass alone is faster in bf16). The modules keep their weights and state-dict names (only
     their class changes). Returns how many were switched.
     """
     if device.type != "cpu" or dtype != torch.bfloat16:

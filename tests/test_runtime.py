@@ -66,3 +66,10 @@ def test_the_trainer_switches_them_for_cpu_bf16_only():
     assert "Float32Conv2d" in names
     fp32 = dataclasses.replace(cfg, precision="fp32")
     assert "Float32Conv2d" not in {type(m).__name__ for m in TrainStep(fp32, build_model(fp32), CPU, 4).model.modules()}
+
+
+def test_without_gradients_the_switched_layers_stay_in_bf16():
+    net = small_net()
+    strided_depthwise_in_float32(net, CPU, torch.bfloat16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net[1](net[0](torch.randn(2, 3, 16, 16))).dtype == torch.bfloat16
