@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                      "warmup_epochs": args.warmup_epochs, "val_fraction": args.val_fraction}
         spec = dataclasses.replace(spec, run=dataclasses.replace(
             spec.run, **{k: v for k, v in overrides.items() if v is not None}))
+        build_pruner(spec.run.pruner, spec)  # refuses a sampler/pruner pair now rather than after the grid has run
         trainer = fit if args.trainer == "polyp.train:fit" else import_trainer(args.trainer)
         data = prepare_data(args.data, args.image_size, spec.run.seed, spec.run.val_fraction, spec.run.test_fraction,
                             test_list=args.test_list)

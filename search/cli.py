@@ -18,7 +18,7 @@ from polyp.data import DataError, PolypData, Split, prepare_data
 from search.outputs import study_dir
 from search.samplers import build_pruner, build_sampler
 from search.storage import StorageError, default_storage_url, open_storage
-from search.studies import PRUNERS, SAMPLERS, StudyError, StudySpec, load_study
+from search.studies import PRUNERS, SAMPLERS, StudyError, StudySpec, load_study, sampler_pruner_problem
 
 DEFAULT_RUN_DIR = "runs"
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, TPE group: stable in use
@@ -121,6 +121,8 @@ def apply_overrides(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
         "data": getattr(args, "data", None), "test_list": getattr(args, "test_list", None),
         "sampler": getattr(args, "sampler", None), "pruner": getattr(args, "pruner", None),
         "seed": getattr(args, "seed", None)}.items() if v is not None})
+    if problem := sampler_pruner_problem(run.sampler, run.pruner):
+        raise StudyError(f"--sampler/--pruner: {problem}")
     overrides = {k: v for k, v in {"epochs": getattr(args, "epochs", None), "image_size": getattr(args, "image_size", None),
                                    "device": getattr(args, "device", None)}.items() if v is not None}
     base = spec.base

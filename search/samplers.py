@@ -7,7 +7,7 @@ from typing import Any
 
 import optuna
 
-from search.studies import PRUNERS, SAMPLERS, Range, StudySpec
+from search.studies import PRUNERS, SAMPLERS, Range, StudySpec, sampler_pruner_problem
 
 
 def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
@@ -41,7 +41,12 @@ def build_sampler(name: str, spec: StudySpec, seed: int) -> optuna.samplers.Base
 
 
 def build_pruner(name: str, spec: StudySpec) -> optuna.pruners.BasePruner:
-    """The pruner `name` (median, hyperband, sha, none) with the study's warm-up and epochs."""
+    """The pruner `name` (median, hyperband, sha, none) with the study's warm-up and epochs.
+
+    Refuses a pruner the study's sampler cannot search under (gp learns from complete trials only).
+    """
+    if problem := sampler_pruner_problem(spec.run.sampler, name):
+        raise ValueError(f"--sampler/--pruner: {problem}")
     warmup, epochs = spec.run.warmup_epochs, spec.base.epochs
     makers = {
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=spec.run.startup_trials, n_warmup_steps=warmup),

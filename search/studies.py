@@ -102,6 +102,18 @@ def study_path(name_or_path: str) -> Path:
     return path
 
 
+def sampler_pruner_problem(sampler: str, pruner: str) -> str | None:
+    """Why `sampler` cannot search under `pruner`, or None.
+
+    Optuna's GPSampler fits its model to complete trials only, so under a pruner it proposes a pruned point again
+    and again (seen in search.bench: six identical trials in a row, each pruned after one epoch).
+    """
+    if sampler == "gp" and pruner != "none":
+        return (f"sampler 'gp' with pruner {pruner!r}: Optuna's GPSampler learns from complete trials only, so it "
+                "proposes pruned points again and again; use pruner 'none' with 'gp', or sampler 'tpe'")
+    return None
+
+
 def _run_settings(table: dict, where: str) -> RunSettings:
     known = {f.name: f for f in dataclasses.fields(RunSettings)}
     for key, value in table.items():
@@ -117,6 +129,8 @@ def _run_settings(table: dict, where: str) -> RunSettings:
         raise StudyError(f"{where}[run].sampler: {settings.sampler!r} is not one of {', '.join(SAMPLERS)}")
     if settings.pruner not in PRUNERS:
         raise StudyError(f"{where}[run].pruner: {settings.pruner!r} is not one of {', '.join(PRUNERS)}")
+    if problem := sampler_pruner_problem(settings.sampler, settings.pruner):
+        raise StudyError(f"{where}[run].sampler/pruner: {problem}")
     return settings
 
 

@@ -162,6 +162,14 @@ def test_unknown_study_name_is_refused(existing, capsys):
     assert "unknown study 'no-such-study'; known studies: " in err and "demo" in err
 
 
+def test_gp_sampler_under_a_pruner_is_refused(existing, capsys):
+    before = stored_trials(existing)
+    code, err = run_search(existing, capsys, "--sampler", "gp", "--pruner", "median")
+    assert code == 2, err
+    assert "--sampler/--pruner: sampler 'gp' with pruner 'median'" in err and "pruner 'none'" in err
+    assert stored_trials(existing) == before
+
+
 @pytest.mark.parametrize("url, words", [
     ("not a url", "storage URL 'not a url' is malformed"),
     ("postgresql://user@db-host:notaport/optuna", "is malformed"),

@@ -175,3 +175,11 @@ def test_unknown_sampler_and_pruner_list_the_valid_names():
         build_sampler("annealing", spec, seed=0)
     with pytest.raises(ValueError, match="median, hyperband, sha, none"):
         build_pruner("never", spec)
+
+
+def test_gp_sampler_is_refused_under_a_pruner():
+    spec = load_study("demo")
+    gp = dataclasses.replace(spec, run=dataclasses.replace(spec.run, sampler="gp"))
+    with pytest.raises(ValueError, match="--sampler/--pruner: sampler 'gp' with pruner 'median'.*complete trials only"):
+        build_pruner("median", gp)
+    assert isinstance(build_pruner("none", gp), optuna.pruners.NopPruner)

@@ -105,6 +105,8 @@ BAD_STUDIES = {  # id: (tables, words the message must contain)
     "run-unknown-key": (_study(run={"samplr": "tpe"}), ["[run].samplr", "unknown key"]),
     "run-bad-sampler": (_study(run={"sampler": "annealing"}), ["[run].sampler", "annealing"]),
     "run-bad-pruner": (_study(run={"pruner": "never"}), ["[run].pruner", "never"]),
+    "run-gp-under-pruner": (_study(run={"sampler": "gp", "pruner": "median"}),
+                            ["[run].sampler/pruner", "'gp'", "complete trials only"]),
     "run-wrong-type": (_study(run={"startup_trials": "x"}), ["[run].startup_trials", "int"]),
     "run-bool-for-int": (_study(run={"seed": True}), ["[run].seed"]),
     "study-unknown-key": (_study(study={"nme": "x"}), ["[study].nme"]),
