@@ -121,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainer", default="polyp.train:fit", help="training function module:name")
     parser.add_argument("--sampler", choices=SAMPLERS, help="measure this sampler instead of the study's")
     parser.add_argument("--pruner", choices=PRUNERS, help="measure this pruner instead of the study's")
-    parser.add_argument("--startup-trials", type=int, help="instead of the study's startup_trials")
+    parser.add_argument("--startup-trials", type=int, help="instead of the study's startup_trials (random trials)")
+    parser.add_argument("--pruner-startup-trials", type=int,
+                        help="instead of the study's pruner_startup_trials (complete trials before median prunes)")
     parser.add_argument("--warmup-epochs", type=int, help="instead of the study's warmup_epochs")
     parser.add_argument("--sampler-seed", type=int, help="seed the study's sampler with this instead of the study's "
                         "seed (the data split and the grid stay the same): repeat the study to see its spread")
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = dataclasses.replace(spec, base=parse_config({"image_size": args.image_size, "epochs": args.epochs},
                                                            base=spec.base))
         overrides = {"sampler": args.sampler, "pruner": args.pruner, "startup_trials": args.startup_trials,
+                     "pruner_startup_trials": args.pruner_startup_trials,
                      "warmup_epochs": args.warmup_epochs, "val_fraction": args.val_fraction}
         spec = dataclasses.replace(spec, run=dataclasses.replace(
             spec.run, **{k: v for k, v in overrides.items() if v is not None}))
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     sampler_seed = spec.run.seed if args.sampler_seed is None else args.sampler_seed
     print(f"data {data.root}: {len(data.train)}/{len(data.val)}/{len(data.test)} at {args.image_size} px, "
           f"{args.epochs} epochs per trial; study {spec.name}: sampler {spec.run.sampler}, pruner {spec.run.pruner} "
-          f"(startup {spec.run.startup_trials}, warm-up {spec.run.warmup_epochs} epochs, sampler seed {sampler_seed})")
+          f"(startup {spec.run.startup_trials}, pruner startup {spec.run.pruner_startup_trials}, warm-up "
+          f"{spec.run.warmup_epochs} epochs, sampler seed {sampler_seed})")
     print("grid (every row trained to the end):")
     key = {"csv": str(Path(args.csv).resolve()), "data": str(data.root), "split": split_digest(data),
            "image_size": args.image_size, "epochs": args.epochs, "rows": args.rows, "trainer": args.trainer,
@@ -160,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     grid, grid_minutes = load_or_run_grid(args.grid_results, key,
                                           lambda: run_grid(spec, args.csv, data, trainer, args.rows))
     budget, grid_best = grid[-1][0], grid[-1][1]
-    print(f"study ({spec.run.sampler} + {spec.run.pruner} pruning, startup {spec.run.startup_trials}, warm-up "
+    print(f"study ({spec.run.sampler} + {spec.run.pruner} pruning, startup {spec.run.startup_trials}, pruner startup "
+          f"{spec.run.pruner_startup_trials}, warm-up "
           f"{spec.run.warmup_epochs}), same budget of {budget} epochs:")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:

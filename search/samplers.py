@@ -49,7 +49,8 @@ def build_pruner(name: str, spec: StudySpec) -> optuna.pruners.BasePruner:
         raise ValueError(f"--sampler/--pruner: {problem}")
     warmup, epochs = spec.run.warmup_epochs, spec.base.epochs
     makers = {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=spec.run.startup_trials, n_warmup_steps=warmup),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=spec.run.pruner_startup_trials,
+                                                        n_warmup_steps=warmup),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=max(1, warmup), max_resource=epochs,
                                                             reduction_factor=3),
         "sha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup), reduction_factor=3),

@@ -47,7 +47,8 @@ class RunSettings:
     test_list: str = ""  # file of test stems; empty = seeded fractions
     sampler: str = "tpe"  # tpe | random | gp | grid
     pruner: str = "median"  # median (the measured default, see search.bench) | sha | hyperband | none
-    startup_trials: int = 5  # trials sampled at random (and never pruned by median) before the model kicks in
+    startup_trials: int = 5  # trials sampled at random before the sampler's model kicks in
+    pruner_startup_trials: int = 3  # complete trials the median pruner waits for before it compares (search.bench)
     warmup_epochs: int = 1  # epochs every trial runs before the pruner may stop it (sha/hyperband: first rung)
     sample_images: int = 6  # test images on each trial's prediction sheet
     val_fraction: float = 0.1  # share of images for validation
@@ -125,6 +126,9 @@ def _run_settings(table: dict, where: str) -> RunSettings:
         if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
             raise StudyError(f"{where}[run].{key}: expected {expected.__name__}, got {value!r}")
     settings = RunSettings(**table)
+    for key in ("startup_trials", "pruner_startup_trials", "warmup_epochs", "sample_images"):
+        if getattr(settings, key) < 0:
+            raise StudyError(f"{where}[run].{key}: {getattr(settings, key)} is negative")
     if settings.sampler not in SAMPLERS:
         raise StudyError(f"{where}[run].sampler: {settings.sampler!r} is not one of {', '.join(SAMPLERS)}")
     if settings.pruner not in PRUNERS:

@@ -36,6 +36,7 @@ name = "{STUDY_NAME}"
 sampler = "tpe"
 pruner = "median"
 startup_trials = {STARTUP_TRIALS}
+pruner_startup_trials = {STARTUP_TRIALS}
 warmup_epochs = 1
 sample_images = 1
 val_fraction = 0.25

@@ -27,6 +27,7 @@ name = "csvgrid"
 [run]
 pruner = "median"
 startup_trials = 2
+pruner_startup_trials = 2
 warmup_epochs = 1
 sample_images = 2
 val_fraction = 0.25

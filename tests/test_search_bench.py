@@ -35,10 +35,11 @@ def test_grid_results_are_reused_and_settings_overridden(tmp_path, monkeypatch, 
     assert bench.main(args) == 0
     first = capsys.readouterr().out
     assert first.count("grid row") == 3 and saved.is_file()
-    assert bench.main([*args, "--pruner", "sha", "--warmup-epochs", "1", "--startup-trials", "2"]) == 0
+    assert bench.main([*args, "--pruner", "sha", "--warmup-epochs", "1", "--startup-trials", "2",
+                       "--pruner-startup-trials", "1"]) == 0
     second = capsys.readouterr().out
     assert "grid row" not in second and f"grid (from {saved})" in second
-    assert "sha pruning, startup 2, warm-up 1" in second
+    assert "sha pruning, startup 2, pruner startup 1, warm-up 1" in second
     grid_best = re.search(r"grid:  best val mDice (\d\.\d+)", first).group(1)
     assert f"grid:  best val mDice {grid_best}" in second
     # another grid (other epochs) is not taken from the file

@@ -183,3 +183,18 @@ def test_gp_sampler_is_refused_under_a_pruner():
     with pytest.raises(ValueError, match="--sampler/--pruner: sampler 'gp' with pruner 'median'.*complete trials only"):
         build_pruner("median", gp)
     assert isinstance(build_pruner("none", gp), optuna.pruners.NopPruner)
+
+
+@pytest.mark.parametrize("pruner_startup, pruned", [(3, True), (4, False)])
+def test_median_pruner_waits_for_pruner_startup_trials(pruner_startup: int, pruned: bool):
+    spec = load_study("demo")
+    spec = dataclasses.replace(spec, run=dataclasses.replace(spec.run, warmup_epochs=1, startup_trials=10,
+                                                             pruner_startup_trials=pruner_startup))
+    study = optuna.create_study(direction="maximize", pruner=build_pruner("median", spec))
+    for _ in range(3):  # three complete trials at 0.5 after epoch 1
+        trial = study.ask()
+        trial.report(0.5, step=1)
+        study.tell(trial, 0.5)
+    weak = study.ask()
+    weak.report(0.1, step=1)
+    assert bool(weak.should_prune()) is pruned

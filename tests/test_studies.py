@@ -107,6 +107,7 @@ BAD_STUDIES = {  # id: (tables, words the message must contain)
     "run-bad-pruner": (_study(run={"pruner": "never"}), ["[run].pruner", "never"]),
     "run-gp-under-pruner": (_study(run={"sampler": "gp", "pruner": "median"}),
                             ["[run].sampler/pruner", "'gp'", "complete trials only"]),
+    "run-negative-startup": (_study(run={"pruner_startup_trials": -1}), ["[run].pruner_startup_trials", "negative"]),
     "run-wrong-type": (_study(run={"startup_trials": "x"}), ["[run].startup_trials", "int"]),
     "run-bool-for-int": (_study(run={"seed": True}), ["[run].seed"]),
     "study-unknown-key": (_study(study={"nme": "x"}), ["[study].nme"]),
