@@ -72,8 +72,8 @@ def strided_depthwise_in_float32(model: nn.Module, device: torch.device, dtype: 
     float32 one, while those layers hold a tiny share of the FLOPs: with them in float32 the whole training
     step of mobilenet_v2 and efficientnet-b0 models runs 13-18% faster (measured with `polyp.bench`).
     Stride-1 depthwise and ordinary convolutions are faster in bf16 and stay there, and so do these layers
-    when no gradients are recorded (validation, prediction: the forward pass alone is faster in bf16). The modules keep their weights and state-dict names (only
-    their class changes). Returns how many were switched.
+    when no gradients are recorded (validation, prediction: the forward pass alone is faster in bf16). The
+    modules keep their weights and state-dict names (only their class changes). Returns how many were switched.
     """
     if device.type != "cpu" or dtype != torch.bfloat16:
         return 0

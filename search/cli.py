@@ -18,7 +18,7 @@ from polyp.data import DataError, PolypData, Split, prepare_data
 from search.outputs import study_dir
 from search.samplers import build_pruner, build_sampler
 from search.storage import StorageError, default_storage_url, open_storage
-from search.studies import PRUNERS, SAMPLERS, StudyError, StudySpec, load_study, sampler_pruner_problem
+from search.studies import PRUNERS, SAMPLERS, StudyError, StudySpec, load_study
 
 DEFAULT_RUN_DIR = "runs"
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, TPE group: stable in use
@@ -121,8 +121,6 @@ def apply_overrides(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
         "data": getattr(args, "data", None), "test_list": getattr(args, "test_list", None),
         "sampler": getattr(args, "sampler", None), "pruner": getattr(args, "pruner", None),
         "seed": getattr(args, "seed", None)}.items() if v is not None})
-    if problem := sampler_pruner_problem(run.sampler, run.pruner):
-        raise StudyError(f"--sampler/--pruner: {problem}")
     overrides = {k: v for k, v in {"epochs": getattr(args, "epochs", None), "image_size": getattr(args, "image_size", None),
                                    "device": getattr(args, "device", None)}.items() if v is not None}
     base = spec.base
@@ -141,13 +139,14 @@ def apply_overrides(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
 def open_session(args: argparse.Namespace, create: bool = True) -> Session:
     """Loads the study definition, opens the storage and creates or loads the Optuna study."""
     spec = apply_overrides(load_study(args.study), args)
+    if create:  # before anything is written: build_pruner refuses a pair the sampler cannot search under
+        sampler, pruner = build_sampler(spec.run.sampler, spec, spec.run.seed), build_pruner(spec.run.pruner, spec)
     run_dir = writable_run_dir(args.run_dir)
     url = args.storage or default_storage_url(run_dir)
     storage = open_storage(url, getattr(args, "heartbeat", 15))
     if create:
-        seed = spec.run.seed
         study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", load_if_exists=True,
-                                    sampler=build_sampler(spec.run.sampler, spec, seed), pruner=build_pruner(spec.run.pruner, spec))
+                                    sampler=sampler, pruner=pruner)
     else:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         if spec.name not in names:
