@@ -17,7 +17,8 @@ from search.studies import StudySpec, parse_study
 
 TINY_STUDY: dict[str, Any] = {  # LinkNet/ResNet-18 at 32 px: only lr is searched
     "study": {"name": "tiny", "description": "search-layer tests"},
-    "run": {"sampler": "random", "pruner": "median", "startup_trials": 2, "pruner_startup_trials": 2, "warmup_epochs": 1, "sample_images": 2},
+    "run": {"sampler": "random", "pruner": "median", "startup_trials": 2, "pruner_startup_trials": 2,
+            "warmup_epochs": 1, "sample_images": 2},
     "train": {"arch": "linknet", "encoder": "resnet18", "encoder_depth": 3, "encoder_weights": "none",
               "image_size": 32, "epochs": 3, "batch_size": 4},
     "space": {"lr": {"low": 1e-5, "high": 1.0, "log": True}},
