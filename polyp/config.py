@@ -106,7 +106,7 @@ def validate(cfg: TrainConfig) -> None:
     """Checks every field's type, choice and range, and the combinations that cannot be built."""
     for name, field in FIELDS.items():
         value = getattr(cfg, name)
-        expected = _field_type(field)
+        expected = field_type(field)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(cfg, name, float(value))
             value = float(value)
@@ -136,7 +136,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"loss: {error}") from None
 
 
-def _field_type(field: dataclasses.Field) -> type:
+def field_type(field: dataclasses.Field) -> type:
+    """The type a TrainConfig field holds (str, int, float or bool), without its `| None`."""
     hint = field.type
     if isinstance(hint, str):
         hint = {"str": str, "int": int, "float": float, "bool": bool}[hint]
@@ -146,7 +147,7 @@ def _field_type(field: dataclasses.Field) -> type:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    expected = _field_type(FIELDS[name])
+    expected = field_type(FIELDS[name])
     if isinstance(value, str):
         text = value.strip()
         if expected is str:

@@ -19,6 +19,7 @@ from torch import nn
 from polyp.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
 from polyp.data import IMAGENET_MEAN, IMAGENET_STD, DataError, read_image, read_mask
 from polyp.data.folder import IMAGE_SUFFIXES, MASK_NAME_SUFFIXES
+from polyp.data.masks import MaskConvention, detect, read_raw_mask
 from polyp.io import atomic_path
 from polyp.metrics import dice_iou
 from polyp.runtime import Normalizer, autocast, resolve_precision
@@ -113,31 +114,50 @@ def _find_mask(masks: Path, stem: str) -> Path | None:
     return None
 
 
+def truth_paths(masks: Path, inputs: list[Path]) -> list[Path]:
+    """The true mask of each input in the `masks` folder; raises DataError naming every image without one."""
+    found = [_find_mask(masks, path.stem) for path in inputs]
+    missing = [path.name for path, mask in zip(inputs, found, strict=True) if mask is None]
+    if missing:
+        raise DataError(f"{masks}: no mask for {', '.join(missing[:10])}{' and more' if len(missing) > 10 else ''}")
+    return found
+
+
+def truth_convention(masks: Path, inputs: list[Path]) -> MaskConvention:
+    """The mask convention (0/1, 0/255, 0/65535, ...) of the true masks of `inputs`, from their largest values."""
+    return detect(int(read_raw_mask(path).max()) for path in truth_paths(masks, inputs))
+
+
 def predict_files(predictor: Predictor, inputs: list[Path], out: Path, masks: Path | None = None,
-                  batch_size: int = 8) -> list[dict]:
+                  batch_size: int = 8, convention: MaskConvention | None = None) -> list[dict]:
     """Writes `<stem>_mask.png` and `<stem>_overlay.png` per input; with `masks`, scores each image.
 
-    Images go through the model `batch_size` at a time.
+    Images go through the model `batch_size` at a time. The true masks are binarised by `convention`, by
+    default the one `truth_convention` detects over the masks of all `inputs`.
     """
+    truths: list[Path | None] = [None] * len(inputs)
+    if masks is not None:
+        truths = list(truth_paths(masks, inputs))
+        convention = convention or truth_convention(masks, inputs)
     rows = []
-    for start in range(0, len(inputs), max(1, batch_size)):
-        chunk = inputs[start:start + max(1, batch_size)]
+    step = max(1, batch_size)
+    for start in range(0, len(inputs), step):
+        chunk = inputs[start:start + step]
         images = [read_image(path) for path in chunk]
-        for path, image, probability in zip(chunk, images, predictor.probabilities(images), strict=True):
-            rows.append(_write_one(path, image, (probability >= 0.5).astype(np.uint8), out, masks))
+        for path, truth, image, probability in zip(chunk, truths[start:start + step], images,
+                                                   predictor.probabilities(images), strict=True):
+            rows.append(_write_one(path, image, (probability >= 0.5).astype(np.uint8), out, truth, convention))
     return rows
 
 
-def _write_one(path: Path, image: np.ndarray, mask: np.ndarray, out: Path, masks: Path | None) -> dict:
-    """Writes one image's mask and overlay; scores the mask against `masks` when given."""
+def _write_one(path: Path, image: np.ndarray, mask: np.ndarray, out: Path, truth_path: Path | None,
+               convention: MaskConvention | None) -> dict:
+    """Writes one image's mask and overlay; scores the mask against its true mask when given."""
     write_png(out / f"{path.stem}_mask.png", mask * 255)
     write_png(out / f"{path.stem}_overlay.png", overlay(image, mask))
     row = {"stem": path.stem}
-    if masks is not None:
-        truth_path = _find_mask(masks, path.stem)
-        if truth_path is None:
-            raise DataError(f"{masks}: no mask for {path.name}")
-        truth = read_mask(truth_path)
+    if truth_path is not None:
+        truth = read_mask(truth_path, convention)
         if truth.shape != mask.shape:
             raise DataError(f"{truth_path}: mask size {truth.shape[::-1]} differs from image {mask.shape[::-1]}")
         row["dice"], row["iou"] = dice_iou(torch.from_numpy(mask), torch.from_numpy(truth))
@@ -159,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor, _ = Predictor.from_folder(args.model, args.device, args.precision)
         inputs = _inputs(Path(args.input))
+        convention = truth_convention(Path(args.masks), inputs) if args.masks else None
         rows = predict_files(predictor, inputs, Path(args.out), Path(args.masks) if args.masks else None,
-                             args.batch_size)
+                             args.batch_size, convention)
         if args.gradcam:
             from polyp.gradcam import write_gradcams
 
@@ -172,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = f"  dice {row['dice']:.4f}  iou {row['iou']:.4f}" if "dice" in row else ""
         print(f"{row['stem']}{scores}")
     if args.masks:
+        print(f"true masks in {args.masks}: {convention}")
         print(f"mean over {len(rows)} images: mdice {np.mean([r['dice'] for r in rows]):.4f}  "
               f"miou {np.mean([r['iou'] for r in rows]):.4f}")
     print(f"wrote {(3 if args.gradcam else 2) * len(rows)} files to {args.out}")

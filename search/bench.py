@@ -153,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(error))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler_seed = spec.run.seed if args.sampler_seed is None else args.sampler_seed
-    print(f"data {data.root}: {len(data.train)}/{len(data.val)}/{len(data.test)} at {args.image_size} px, "
+    print(data.describe(args.image_size))
+    for note in data.notes():
+        print(note)
+    print(f"split {len(data.train)}/{len(data.val)}/{len(data.test)} at {args.image_size} px, "
           f"{args.epochs} epochs per trial; study {spec.name}: sampler {spec.run.sampler}, pruner {spec.run.pruner} "
           f"(startup {spec.run.startup_trials}, pruner startup {spec.run.pruner_startup_trials}, warm-up "
           f"{spec.run.warmup_epochs} epochs, sampler seed {sampler_seed})")

@@ -17,7 +17,7 @@ from polyp.config import ConfigError, parse_config
 from polyp.data import DataError, PolypData, Split, prepare_data
 from search.outputs import study_dir
 from search.samplers import build_pruner, build_sampler
-from search.storage import StorageError, default_storage_url, open_storage
+from search.storage import StorageError, default_storage_url, open_storage, safe_url
 from search.studies import PRUNERS, SAMPLERS, StudyError, StudySpec, load_study
 
 DEFAULT_RUN_DIR = "runs"
@@ -150,7 +150,7 @@ def open_session(args: argparse.Namespace, create: bool = True) -> Session:
     else:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         if spec.name not in names:
-            raise StudyError(f"no study {spec.name!r} in {url}; studies there: {', '.join(names) or 'none'}")
+            raise StudyError(f"no study {spec.name!r} in {safe_url(url)}; studies there: {', '.join(names) or 'none'}")
         study = optuna.load_study(study_name=spec.name, storage=storage)
     return Session(spec, run_dir, url, storage, study)
 

@@ -16,12 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the demo search, analyse it and export the best model.")
     parser.add_argument("--out", default="runs", help="run folder (default runs/)")
     parser.add_argument("--n-trials", type=int, default=8, help="finished trials of the demo study")
+    parser.add_argument("--epochs", type=int, help="epochs per trial (default: the demo study's)")
     args = parser.parse_args(argv)
     from search import analyze, export, run
 
     started = time.perf_counter()
     study = ["--study", "demo"]
-    code = run.main([*study, "--n-trials", str(args.n_trials), "--data", "synthetic", "--out", args.out])
+    epochs = ["--epochs", str(args.epochs)] if args.epochs else []
+    code = run.main([*study, "--n-trials", str(args.n_trials), "--data", "synthetic", "--out", args.out, *epochs])
     if code:
         return code
     code = analyze.main([*study, "--out", args.out])
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  the dashboard:   .venv/bin/python -m search.dashboard --study demo --out {args.out}")
     print(f"  the best model:  {model_dir}  (try: .venv/bin/python -m polyp.predict --model {model_dir} "
           f"--input <image or folder> --out predictions/)")
-    print(f"  a web page:      .venv/bin/python -m polyp.serve --model {model_dir}")
+    print(f"  a web page:      .venv/bin/python -m polyp.serve --model {model_dir} --examples synthetic")
     return 0
 
 

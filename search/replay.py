@@ -39,7 +39,7 @@ from search.cli import (
     load_data,
     open_session,
 )
-from search.grid import Grid, GridError, GridRow, read_grid
+from search.grid import SEPARATORS, Grid, GridError, GridRow, read_grid
 from search.notes import write_note
 from search.objective import Objective
 from search.runner import run_until, trial_line
@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     except (GridError, *USER_ERRORS) as error:
         return fail(str(error))
     epochs = "--epochs for every row" if args.epochs else "unless a row says otherwise"
-    print(f"{grid.path}: {len(grid.rows)} rows checked against study {spec.name} "
+    separated = f" ({SEPARATORS[grid.separator]}-separated)" if grid.separator != "," else ""
+    print(f"{grid.path}{separated}: {len(grid.rows)} rows checked against study {spec.name} "
           f"({spec.base.image_size} px, {spec.base.epochs} epochs {epochs})", flush=True)
     for note in outside_space(grid, spec)[:20]:
         print(f"note: {note} lies outside the study's search space: trained as written, not an Optuna param")
@@ -221,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         data = load_data(session)
     except USER_ERRORS as error:
         return fail(str(error))
-    print(f"study {spec.name}: pruner {session.spec.run.pruner}, data {data.root} "
-          f"({len(data.train)}/{len(data.val)}/{len(data.test)} train/val/test), worker pid {os.getpid()}", flush=True)
+    print(f"study {spec.name}: pruner {session.spec.run.pruner}, {data.describe(spec.base.image_size)}, "
+          f"worker pid {os.getpid()}", flush=True)
+    for note in data.notes():
+        print(note, flush=True)
     given = {"epochs": args.epochs, "device": args.device}
     overrides = {"image_size": spec.base.image_size, **{k: getattr(spec.base, k) for k, v in given.items() if v is not None}}
     objective = Objective(session.spec, data, session.run_dir, overrides=overrides, trainer=trainer,

@@ -32,6 +32,7 @@ from search.notes import write_note
 from search.objective import Objective
 from search.runner import describe, print_trial, run_until
 from search.samplers import build_sampler
+from search.storage import command_url, password_hint, safe_url
 
 
 def summary_table(session: Session, top: int = 5) -> str:
@@ -42,7 +43,7 @@ def summary_table(session: Session, top: int = 5) -> str:
     for t in session.study.get_trials(deepcopy=False):
         states[t.state] += 1
     lines = [f"study {session.spec.name}: {states[TrialState.COMPLETE]} complete, {states[TrialState.PRUNED]} pruned, "
-             f"{states[TrialState.FAIL]} failed  (storage {session.storage_url})",
+             f"{states[TrialState.FAIL]} failed  (storage {safe_url(session.storage_url)})",
              f"{'trial':>5}  {'val mDice':>9}  {'test mDice':>10}  {'test mIoU':>9}  config / outputs"]
     for t in trials[:top]:
         test = t.user_attrs.get("test") or {}
@@ -52,11 +53,13 @@ def summary_table(session: Session, top: int = 5) -> str:
 
 
 def next_steps(session: Session) -> str:
-    """What to open next."""
+    """What to open next; a password in the storage URL is left out of the commands (and said how to give)."""
     study = f"--study {session.spec.name} --run-dir {session.run_dir}"
-    storage = f" --storage '{session.storage_url}'" if session.storage_url.split(":")[0] != "sqlite" else ""
+    url = session.storage_url
+    storage = f" --storage '{command_url(url)}'" if url.split(":")[0] != "sqlite" else ""
+    hint = password_hint(url)
     return "\n".join([
-        "next:",
+        "next:" + (f" ({hint})" if hint else ""),
         f"  report:    python -m search.analyze {study}{storage}",
         f"  dashboard: python -m search.dashboard {study}{storage}",
         f"  export:    python -m search.export {study}{storage} --out {session.run_dir}/{session.spec.name}/best-model",
@@ -79,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(error))
     spec = session.spec
     print(f"study {spec.name}: target {args.n_trials} finished trials, sampler {spec.run.sampler}, pruner {spec.run.pruner}, "
-          f"{spec.base.epochs} epochs at {spec.base.image_size} px, data {data.root} "
-          f"({len(data.train)}/{len(data.val)}/{len(data.test)} train/val/test), worker pid {os.getpid()}", flush=True)
+          f"{spec.base.epochs} epochs at {spec.base.image_size} px, {data.describe(spec.base.image_size)}, "
+          f"worker pid {os.getpid()}", flush=True)
+    for note in data.notes():
+        print(note, flush=True)
     given = {"epochs": args.epochs, "device": args.device}
     overrides = {"image_size": spec.base.image_size, **{k: getattr(spec.base, k) for k, v in given.items() if v is not None}}
     objective = Objective(spec, data, session.run_dir, overrides=overrides, trainer=trainer, verbose=not args.quiet,

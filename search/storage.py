@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.util
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,19 +47,30 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
-def with_installed_driver(parsed: URL) -> URL:
-    """`postgresql://` with psycopg2 when psycopg 3 is missing (SQLAlchemy 2.1 defaults to psycopg 3; we ship psycopg2)."""
-    if parsed.drivername == "postgresql" and importlib.util.find_spec("psycopg") is None \
-            and importlib.util.find_spec("psycopg2") is not None:
-        return parsed.set(drivername="postgresql+psycopg2")
-    return parsed
-
-
 def safe_url(url: str) -> str:
-    """The URL with any password hidden, for messages."""
+    """The URL with any password shown as ***, for messages, tables and reports."""
     with contextlib.suppress(StorageError):
         return parse_url(url).render_as_string(hide_password=True)
     return url
+
+
+def command_url(url: str) -> str:
+    """The URL with any password left out, for a command the user may copy (see `password_hint`)."""
+    with contextlib.suppress(StorageError):
+        parsed = parse_url(url)
+        if parsed.password is not None:
+            return URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port, parsed.database,
+                              parsed.query).render_as_string(hide_password=False)
+    return url
+
+
+def password_hint(url: str) -> str:
+    """How to give the password to a command printed with `command_url`; "" when the URL has none."""
+    with contextlib.suppress(StorageError):
+        if parse_url(url).password is not None:
+            return ("the password is left out of these commands: set PGPASSWORD before running them, "
+                    "or put it in ~/.pgpass (host:port:database:user:password, mode 600)")
+    return ""
 
 
 @contextlib.contextmanager
@@ -94,7 +104,7 @@ def open_storage(url: str, heartbeat_s: int = 15) -> RDBStorage:
     Raises:
         StorageError: malformed URL or unreachable database.
     """
-    parsed = with_installed_driver(parse_url(url))
+    parsed = parse_url(url)
     engine_kwargs: dict = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""

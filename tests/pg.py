@@ -19,8 +19,6 @@ import pytest
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from search.storage import with_installed_driver
-
 ADMIN_URL = os.environ.get("POLYP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -30,7 +28,7 @@ def in_ci() -> bool:
 
 
 def _admin_engine() -> sqlalchemy.Engine:
-    return sqlalchemy.create_engine(with_installed_driver(make_url(ADMIN_URL)), isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool,
+    return sqlalchemy.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool,
                                     connect_args={"connect_timeout": 3})
 
 

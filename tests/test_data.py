@@ -1,4 +1,4 @@
-"""Data: pairing, checking every file at once, mask binarisation, splits, the decode cache, augmentation."""
+"""Data: pairing, checking every file at once, mask conventions, splits, the decode cache, augmentation."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from polyp.data import (
     write_synthetic,
 )
 from polyp.data.loading import content_key
+from polyp.data.masks import MaskConvention
 from polyp.data.synthetic import make_sample
 
 
@@ -32,10 +33,11 @@ def write_image(path: Path, height: int = 16, width: int = 16, value: int = 90) 
     return path
 
 
-def write_mask(path: Path, height: int = 16, width: int = 16, values: tuple[int, int] = (0, 255)) -> Path:
+def write_mask(path: Path, height: int = 16, width: int = 16, values: tuple[int, int] = (0, 255),
+               dtype: type = np.uint8) -> Path:
     """A mask whose left half is values[0] and right half values[1]."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    mask = np.full((height, width), values[0], np.uint8)
+    mask = np.full((height, width), values[0], dtype)
     mask[:, width // 2:] = values[1]
     assert cv2.imwrite(str(path), mask)
     return path
@@ -100,21 +102,144 @@ def test_empty_and_missing_folders_are_clear_errors(tmp_path):
         find_pairs(tmp_path / "half")
 
 
-def test_masks_are_binarised_at_128(tmp_path):
+def test_0_255_masks_are_binarised_at_128(tmp_path):
     # JPEG masks hold noisy greys around the edge: 120 is background, 140 is polyp.
     path = write_mask(tmp_path / "mask.png", values=(120, 140))
     edge = write_mask(tmp_path / "edge.png", values=(127, 128))
+    zero_255 = MaskConvention(255)
+
+    mask = read_mask(path, zero_255)
+
+    assert mask.dtype == np.uint8
+    assert (mask[:, :8] == 0).all() and (mask[:, 8:] == 1).all()
+    assert read_mask(edge, zero_255)[:, :8].max() == 0 and read_mask(edge, zero_255)[:, 8:].min() == 1
+    assert (zero_255.name, zero_255.threshold) == ("0/255", 128)
+
+
+@pytest.mark.parametrize(("values", "dtype"), [((0, 1), np.uint8), ((0, 255), np.uint8), ((0, 65535), np.uint16)])
+def test_read_mask_alone_detects_the_convention_from_its_largest_value(tmp_path, values, dtype):
+    path = write_mask(tmp_path / "mask.png", values=values, dtype=dtype)
 
     mask = read_mask(path)
 
     assert mask.dtype == np.uint8
     assert (mask[:, :8] == 0).all() and (mask[:, 8:] == 1).all()
-    assert read_mask(edge)[:, :8].max() == 0 and read_mask(edge)[:, 8:].min() == 1
+
+
+def write_folder(root: Path, masks: dict[str, np.ndarray], suffix: str = ".png") -> Path:
+    """A data folder: one grey image per mask, named by the keys, masks written as given in `suffix` format."""
+    for stem, mask in masks.items():
+        write_image(root / "images" / f"{stem}.jpg", height=mask.shape[0], width=mask.shape[1])
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(root / "masks" / f"{stem}{suffix}"), mask)
+    return root
+
+
+def half_mask(value: int, dtype: type = np.uint8, size: int = 16) -> np.ndarray:
+    """0 on the left half, `value` on the right half."""
+    mask = np.zeros((size, size), dtype)
+    mask[:, size // 2:] = value
+    return mask
+
+
+@pytest.mark.parametrize(("suffix", "largest", "dtype", "name", "threshold"), [
+    (".png", 1, np.uint8, "0/1", 1),
+    (".tif", 1, np.uint8, "0/1", 1),
+    (".png", 65535, np.uint16, "0/65535", 32768),
+    (".tif", 65535, np.uint16, "0/65535", 32768),
+    (".png", 255, np.uint8, "0/255", 128),
+    (".png", 38, np.uint8, "0/38", 19),  # e.g. a colour mask read as grey
+])
+def test_a_data_set_decides_its_mask_convention_from_the_values_found(tmp_path, suffix, largest, dtype, name,
+                                                                       threshold):
+    write_folder(tmp_path, {f"p{i}": half_mask(largest, dtype) for i in range(3)}, suffix)
+
+    images = load_images(tmp_path, 8)
+
+    assert (images.convention.name, images.convention.threshold) == (name, threshold)
+    assert images.masks.dtype == np.uint8
+    assert (images.masks[:, :, :4] == 0).all() and (images.masks[:, :, 4:] == 1).all()
+    assert images.has_polyp == [True, True, True]
+
+
+def test_noisy_jpeg_masks_still_binarise_at_128(tmp_path):
+    """Kvasir-SEG's masks are JPEGs: 0/255 with greys around the edges, binarised at mid-grey as before."""
+    disc = np.zeros((64, 64), np.uint8)
+    cv2.circle(disc, (32, 32), 18, 255, -1)
+    write_folder(tmp_path, {"a": disc, "b": disc[::-1].copy()}, ".jpg")
+    raw = cv2.imread(str(tmp_path / "masks" / "a.jpg"), cv2.IMREAD_GRAYSCALE)
+    assert len(np.unique(raw)) > 2, "the JPEG should hold noisy greys"
+
+    images = load_images(tmp_path, 64)
+
+    assert str(images.convention) == "0/255 (threshold 128)"
+    assert np.array_equal(images.masks[0], (raw >= 128).astype(np.uint8))
+
+
+def test_a_data_set_without_any_polyp_pixel_is_refused_naming_the_masks_folder(tmp_path):
+    write_folder(tmp_path, {f"p{i}": half_mask(0) for i in range(3)})
+
+    with pytest.raises(DataError) as raised:
+        load_images(tmp_path, 8)
+
+    message = str(raised.value)
+    assert str(tmp_path / "masks") in message
+    assert "no mask has a polyp pixel (3 masks, largest value 0)" in message and "check the masks folder" in message
+
+
+def test_empty_masks_among_others_are_counted_in_the_data_summary(tmp_path):
+    write_folder(tmp_path, {"a": half_mask(1), "b": half_mask(0), "c": half_mask(1), "d": half_mask(0)})
+
+    data = prepare_data(tmp_path, 16, val_fraction=0.25, test_fraction=0.25, cache=False)
+
+    assert data.describe(16) == (f"data {tmp_path}: 4 images, 2 without a polyp; masks 0/1 (threshold 1): "
+                                 "2 train, 1 val, 1 test at 16 px")
+    has_polyp = dict(zip(data.train.stems + data.val.stems + data.test.stems,
+                         data.train.has_polyp + data.val.has_polyp + data.test.has_polyp, strict=True))
+    assert has_polyp == {"a": True, "b": False, "c": True, "d": False}
+    assert data.notes() == []
+
+
+def test_a_polyp_too_small_to_survive_resizing_still_counts_as_a_polyp(tmp_path):
+    speck = np.zeros((64, 64), np.uint8)
+    speck[1, 1] = 255
+    write_folder(tmp_path, {"speck": speck, "disc": half_mask(255, size=64)})
+
+    images = load_images(tmp_path, 8)
+
+    assert images.masks[images.stems.index("speck")].max() == 0
+    assert images.has_polyp == [True, True]
+
+
+def test_files_operating_systems_leave_behind_are_skipped_with_a_note(tmp_path):
+    write_folder(tmp_path, {f"p{i}": half_mask(255) for i in range(4)})
+    leftovers = ["images/._p0.jpg", "images/Thumbs.db", "images/desktop.ini", "masks/.DS_Store", "masks/._p1.png",
+                 "masks/DESKTOP.INI"]
+    for name in [*leftovers, "masks/.gitkeep"]:
+        (tmp_path / name).write_bytes(b"\x00\x05\x16\x07 not an image")
+
+    assert [pair.stem for pair in find_pairs(tmp_path)] == ["p0", "p1", "p2", "p3"]
+    data = prepare_data(tmp_path, 16, val_fraction=0.25, test_fraction=0.25, cache=False)
+
+    assert data.train.skipped == sorted(leftovers)
+    assert data.notes() == ["note: skipped 6 files that operating systems leave behind: images/._p0.jpg, "
+                            "images/Thumbs.db, images/desktop.ini, masks/.DS_Store, masks/._p1.png and 1 more"]
+
+
+def test_other_files_that_are_not_images_are_still_problems(tmp_path):
+    write_folder(tmp_path, {"p0": half_mask(255)})
+    (tmp_path / "masks" / "Thumbs.db").write_bytes(b"thumbnails")
+    (tmp_path / "masks" / "notes.txt").write_text("annotator's notes")
+
+    with pytest.raises(DataError, match="1 problem") as raised:
+        load_images(tmp_path, 8)
+
+    assert "notes.txt: not an image file" in str(raised.value) and "Thumbs.db" not in str(raised.value)
 
 
 def test_load_images_gives_binary_masks_at_the_asked_size(tmp_path):
     write_image(tmp_path / "images" / "one.jpg", height=30, width=40)
-    write_mask(tmp_path / "masks" / "one_mask.png", height=30, width=40, values=(120, 140))
+    write_mask(tmp_path / "masks" / "one_mask.png", height=30, width=40, values=(0, 255))
 
     images = load_images(tmp_path, 32)
 
@@ -195,6 +320,8 @@ def test_decode_cache_returns_identical_arrays_without_decoding(synthetic_dir, t
 
     assert second.stems == first.stems
     assert second.sizes == first.sizes
+    assert second.convention == first.convention == MaskConvention(255)
+    assert second.has_polyp == first.has_polyp and not all(first.has_polyp)
     assert np.array_equal(second.images, first.images) and np.array_equal(second.masks, first.masks)
 
 

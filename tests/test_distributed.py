@@ -19,10 +19,9 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from pg import postgres_url  # noqa: F401  (the fixture)
-from sqlalchemy.engine import make_url
 
 from search.runner import run_until
-from search.storage import open_storage, retried_trial_number, with_installed_driver
+from search.storage import open_storage, retried_trial_number
 
 REPO = Path(__file__).resolve().parent.parent
 STUDY_NAME = "distributed"
@@ -107,7 +106,6 @@ def finish(workers: list[Worker]) -> None:
 
 def load_trials(url: str) -> list[optuna.trial.FrozenTrial]:
     """Every trial of the study, read afresh (as a dashboard would); none before a worker has created it."""
-    url = with_installed_driver(make_url(url)).render_as_string(hide_password=False)
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     try:  # look before opening it with Optuna, which would otherwise create tables while the workers do
         with engine.connect() as connection:

@@ -134,3 +134,26 @@ def test_batched_default_precision_matches_plain_float32(checkpoint, photos, tmp
     probs_fast = fast.probabilities([polyp.predict.read_image(inputs[0])])[0]
     probs_plain = plain.probabilities([polyp.predict.read_image(inputs[0])])[0]
     assert np.abs(probs_fast - probs_plain).max() < 0.05
+
+
+def test_predict_scores_true_masks_saved_as_0_and_1(checkpoint, photos, tmp_path, capsys):
+    """Truth masks holding 0/1 are read as polyp where they hold 1: the model's own masks saved that way score
+    Dice 1, where reading them at 128 would find no polyp and score 0."""
+    first = tmp_path / "first"
+    assert polyp.predict.main(["--model", str(checkpoint), "--input", str(photos / "images"), "--out", str(first)]) == 0
+    truths = tmp_path / "truths"
+    truths.mkdir()
+    for predicted in first.glob("*_mask.png"):
+        mask = cv2.imread(str(predicted), cv2.IMREAD_GRAYSCALE)
+        assert mask.max() == 255, "the untrained model should predict some polyp pixels"
+        assert cv2.imwrite(str(truths / predicted.name), (mask // 255).astype(np.uint8))
+    capsys.readouterr()
+
+    code = polyp.predict.main(["--model", str(checkpoint), "--input", str(photos / "images"),
+                               "--out", str(tmp_path / "scored"), "--masks", str(truths)])
+
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"true masks in {truths}: 0/1 (threshold 1)" in printed
+    dices = [float(d) for d in re.findall(r"  dice (\S+)  iou", printed)]
+    assert dices == [1.0, 1.0, 1.0]

@@ -17,17 +17,19 @@ from polyp.data.augment import IMAGENET_MEAN, IMAGENET_STD, build_augmentation
 from polyp.data.dataset import SegmentationDataset
 from polyp.data.folder import DataError, Pair, find_pairs
 from polyp.data.loading import ImageSet, load_images, read_image, read_mask
+from polyp.data.masks import MaskConvention, read_raw_mask
 from polyp.data.splits import Split, make_split, read_test_list
 from polyp.data.synthetic import synthetic_folder, write_synthetic
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "DataError", "ImageSet", "Pair", "PolypData", "SegmentationDataset",
-    "Split", "build_augmentation", "default_cache_dir", "find_pairs", "load_images", "make_split",
-    "prepare_data", "read_image", "read_mask", "read_test_list", "resolve_data_dir", "synthetic_folder",
-    "write_synthetic",
+    "IMAGENET_MEAN", "IMAGENET_STD", "DataError", "ImageSet", "MaskConvention", "Pair", "PolypData",
+    "SegmentationDataset", "Split", "build_augmentation", "default_cache_dir", "find_pairs", "load_images",
+    "make_split", "prepare_data", "read_image", "read_mask", "read_raw_mask", "read_test_list", "resolve_data_dir",
+    "synthetic_folder", "write_synthetic",
 ]
 
 SYNTHETIC = "synthetic"
+NOTE_NAMES_SHOWN = 5  # skipped files named in the note; the rest are counted
 
 
 @dataclass
@@ -39,6 +41,28 @@ class PolypData:
     train: ImageSet
     val: ImageSet
     test: ImageSet
+
+    def describe(self, image_size: int) -> str:
+        """One line for the commands to print: the folder, images without a polyp, mask convention, split.
+
+        Example: `data /data/kvasir-seg: 1000 images, 0 without a polyp; masks 0/255 (threshold 128):
+        800 train, 100 val, 100 test at 64 px`.
+        """
+        parts = (self.train, self.val, self.test)
+        total = sum(len(part) for part in parts)
+        without = sum(not has for part in parts for has in part.has_polyp)
+        return (f"data {self.root}: {total} images, {without} without a polyp; masks {self.train.convention}: "
+                f"{len(self.train)} train, {len(self.val)} val, {len(self.test)} test at {image_size} px")
+
+    def notes(self) -> list[str]:
+        """Lines to print under `describe`: the files operating systems leave behind that were skipped."""
+        skipped = self.train.skipped
+        if not skipped:
+            return []
+        named = ", ".join(skipped[:NOTE_NAMES_SHOWN])
+        more = f" and {len(skipped) - NOTE_NAMES_SHOWN} more" if len(skipped) > NOTE_NAMES_SHOWN else ""
+        files = "file" if len(skipped) == 1 else "files"
+        return [f"note: skipped {len(skipped)} {files} that operating systems leave behind: {named}{more}"]
 
 
 def default_cache_dir() -> Path:

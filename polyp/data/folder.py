@@ -7,6 +7,7 @@ from pathlib import Path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_NAME_SUFFIXES = ("_mask", "_segmentation")
+OS_LEFTOVERS = ("thumbs.db", "desktop.ini", ".ds_store")  # lower-case names Windows and macOS write into folders
 
 
 class DataError(ValueError):
@@ -22,6 +23,20 @@ class Pair:
     mask: Path
 
 
+@dataclass
+class FolderScan:
+    """What `scan_pairs` found in a data folder."""
+
+    pairs: list[Pair]  # sorted by stem
+    problems: list[str]  # one line per unpaired, duplicate or non-image file
+    skipped: list[str]  # files operating systems leave behind, as "images/Thumbs.db"
+
+
+def is_os_leftover(name: str) -> bool:
+    """True for Thumbs.db, desktop.ini, .DS_Store (any case) and macOS AppleDouble `._*` files."""
+    return name.lower() in OS_LEFTOVERS or name.startswith("._")
+
+
 def _mask_stem(stem: str) -> str:
     for suffix in MASK_NAME_SUFFIXES:
         if stem.endswith(suffix):
@@ -29,9 +44,12 @@ def _mask_stem(stem: str) -> str:
     return stem
 
 
-def _index(folder: Path, problems: list[str], strip: bool) -> dict[str, Path]:
+def _index(folder: Path, problems: list[str], skipped: list[str], strip: bool) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
+        if is_os_leftover(path.name) and path.is_file():
+            skipped.append(f"{folder.name}/{path.name}")
+            continue
         if path.name.startswith(".") or path.is_dir():
             continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -50,7 +68,8 @@ def find_pairs(root: str | Path) -> list[Pair]:
 
     Masks may be named like their image or `<stem>_mask.*` / `<stem>_segmentation.*`, in any of
     IMAGE_SUFFIXES. Every problem (missing folder, unpaired file, non-image file) is collected and
-    reported in one DataError.
+    reported in one DataError. Hidden files and the files operating systems leave behind (Thumbs.db,
+    desktop.ini, .DS_Store, `._*`) are skipped.
 
     Args:
         root: the data folder holding `images/` and `masks/`.
@@ -58,14 +77,14 @@ def find_pairs(root: str | Path) -> list[Pair]:
     Returns:
         The pairs, sorted by stem.
     """
-    pairs, problems = scan_pairs(root)
-    if problems:
-        raise DataError(f"{root}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
-    return pairs
+    scan = scan_pairs(root)
+    if scan.problems:
+        raise DataError(f"{root}: {len(scan.problems)} problem(s):\n  " + "\n  ".join(scan.problems))
+    return scan.pairs
 
 
-def scan_pairs(root: str | Path) -> tuple[list[Pair], list[str]]:
-    """Like `find_pairs`, but returns the pairs found and the problems instead of raising on problems.
+def scan_pairs(root: str | Path) -> FolderScan:
+    """Like `find_pairs`, but returns the pairs, the problems and the skipped OS files instead of raising.
 
     Raises:
         DataError: only when `root`, `images/` or `masks/` is missing or both are empty.
@@ -77,12 +96,14 @@ def scan_pairs(root: str | Path) -> tuple[list[Pair], list[str]]:
     if missing:
         raise DataError(f"{root}: missing sub-folder(s) {', '.join(missing)}; expected images/ and masks/")
     problems: list[str] = []
-    images = _index(root / "images", problems, strip=False)
-    masks = _index(root / "masks", problems, strip=True)
+    skipped: list[str] = []
+    images = _index(root / "images", problems, skipped, strip=False)
+    masks = _index(root / "masks", problems, skipped, strip=True)
     if not images and not masks and not problems:
         raise DataError(f"{root}: images/ and masks/ are empty")
     for stem in sorted(set(images) - set(masks)):
         problems.append(f"{images[stem]}: no mask in {root / 'masks'}")
     for stem in sorted(set(masks) - set(images)):
         problems.append(f"{masks[stem]}: no image in {root / 'images'}")
-    return [Pair(stem, images[stem], masks[stem]) for stem in sorted(set(images) & set(masks))], problems
+    pairs = [Pair(stem, images[stem], masks[stem]) for stem in sorted(set(images) & set(masks))]
+    return FolderScan(pairs, problems, skipped)

@@ -5,31 +5,38 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from polyp.data.folder import DataError, Pair, scan_pairs
-
-MASK_THRESHOLD = 128  # Kvasir masks are JPEGs: binarise the noisy values at mid-grey
+from polyp.data.masks import MaskConvention, detect, read_raw_mask
 
 
 @dataclass
 class ImageSet:
-    """Decoded images (N,S,S,3 uint8 RGB), binary masks (N,S,S uint8 0/1), stems and original sizes."""
+    """Decoded images (N,S,S,3 uint8 RGB), binary masks (N,S,S uint8 0/1), stems and original sizes.
+
+    Also what was learnt reading the folder: the data set's mask convention, whether each full-resolution
+    mask has a polyp pixel, and the files operating systems leave behind that were skipped.
+    """
 
     stems: list[str]
     images: np.ndarray
     masks: np.ndarray
     sizes: list[tuple[int, int]]  # (height, width) of each original image
+    convention: MaskConvention  # of the whole data set the images come from
+    has_polyp: list[bool]  # per image: its full-resolution mask has a polyp pixel
+    skipped: list[str] = field(default_factory=list)  # OS files skipped in the folder, as "masks/Thumbs.db"
 
     def subset(self, stems: list[str]) -> ImageSet:
         """The images whose stems are listed, in that order."""
         where = {stem: i for i, stem in enumerate(self.stems)}
         index = [where[stem] for stem in stems]
-        return ImageSet(list(stems), self.images[index], self.masks[index], [self.sizes[i] for i in index])
+        return ImageSet(list(stems), self.images[index], self.masks[index], [self.sizes[i] for i in index],
+                        self.convention, [self.has_polyp[i] for i in index], list(self.skipped))
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -44,30 +51,34 @@ def read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """Reads a mask as uint8 0/1 (H,W), binarised at MASK_THRESHOLD."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    mask = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
-    if mask is None:
-        raise DataError(f"{path}: cannot decode mask (corrupt or not an image)")
-    return (mask >= MASK_THRESHOLD).astype(np.uint8)
+def read_mask(path: Path, convention: MaskConvention | None = None) -> np.ndarray:
+    """Reads a mask as uint8 0/1 (H,W).
+
+    Args:
+        path: the mask file (8- or 16-bit, any format cv2 reads).
+        convention: the data set's convention (see `polyp.data.masks`); by default it is detected from this
+            one mask's largest value.
+    """
+    raw = read_raw_mask(path)
+    return (convention or detect([int(raw.max())])).binarise(raw)
 
 
-def _load_pair(pair: Pair, size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | str:
+def _load_pair(pair: Pair, size: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int], int] | str:
+    """Resized image, raw mask resized nearest (which commutes with thresholding), size, mask's largest value."""
     try:
-        image, mask = read_image(pair.image), read_mask(pair.mask)
+        image, mask = read_image(pair.image), read_raw_mask(pair.mask)
     except DataError as error:
         return str(error)
     if image.shape[:2] != mask.shape:
         return f"{pair.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but image {pair.image.name} is {image.shape[1]}x{image.shape[0]}"
     small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     small_mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
-    return small, small_mask, image.shape[:2]
+    return small, small_mask, image.shape[:2], int(mask.max())
 
 
 def content_key(pairs: list[Pair], size: int) -> str:
     """A hash of every file's bytes and the target size: the cache key."""
-    digest = hashlib.sha256(f"size={size};v1".encode())
+    digest = hashlib.sha256(f"size={size};v2".encode())
     for pair in pairs:
         for path in (pair.image, pair.mask):
             digest.update(path.name.encode())
@@ -76,7 +87,7 @@ def content_key(pairs: list[Pair], size: int) -> str:
 
 
 def load_images(root: str | Path, size: int, cache_dir: str | Path | None = None) -> ImageSet:
-    """Decodes, checks and resizes every pair in `root` once.
+    """Decodes, checks and resizes every pair in `root` once, binarising the masks by the data set's convention.
 
     Args:
         root: folder with `images/` and `masks/`.
@@ -88,37 +99,53 @@ def load_images(root: str | Path, size: int, cache_dir: str | Path | None = None
 
     Raises:
         DataError: listing every unpaired, non-image or unreadable file and every mask whose size differs
-            from its image, all in one message.
+            from its image, all in one message; or when no mask has a polyp pixel.
     """
-    pairs, problems = scan_pairs(root)
+    scan = scan_pairs(root)
+    problems = scan.problems
     cache_file = None
     if cache_dir is not None and not problems:
-        cache_file = Path(cache_dir) / f"images-{content_key(pairs, size)}.npz"
+        cache_file = Path(cache_dir) / f"images-{content_key(scan.pairs, size)}.npz"
         if cache_file.exists():
-            with np.load(cache_file, allow_pickle=False) as cached:
-                return ImageSet(
-                    [str(s) for s in cached["stems"]], cached["images"], cached["masks"],
-                    [tuple(map(int, hw)) for hw in cached["sizes"]],
-                )
+            return _read_cache(cache_file, scan.skipped)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        results = list(pool.map(lambda pair: _load_pair(pair, size), pairs))
+        results = list(pool.map(lambda pair: _load_pair(pair, size), scan.pairs))
     problems += [r for r in results if isinstance(r, str)]
     if problems:
         raise DataError(f"{root}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    largest = [r[3] for r in results]
+    convention = detect(largest)
+    if convention.largest == 0:
+        raise DataError(f"{Path(root) / 'masks'}: no mask has a polyp pixel ({len(results)} masks, largest value 0); "
+                        "masks should mark polyp pixels with 1, 255 or 65535 and background with 0; check the masks "
+                        "folder")
     data = ImageSet(
-        [p.stem for p in pairs],
+        [p.stem for p in scan.pairs],
         np.stack([r[0] for r in results]),
-        np.stack([r[1] for r in results]),
+        np.stack([convention.binarise(r[1]) for r in results]),
         [r[2] for r in results],
+        convention,
+        [value >= convention.threshold for value in largest],
+        scan.skipped,
     )
     if cache_file is not None:
         _save_cache(cache_file, data)
     return data
 
 
+def _read_cache(path: Path, skipped: list[str]) -> ImageSet:
+    with np.load(path, allow_pickle=False) as cached:
+        return ImageSet(
+            [str(s) for s in cached["stems"]], cached["images"], cached["masks"],
+            [tuple(map(int, hw)) for hw in cached["sizes"]], MaskConvention(int(cached["mask_largest"])),
+            [bool(h) for h in cached["has_polyp"]], skipped,
+        )
+
+
 def _save_cache(path: Path, data: ImageSet) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
     np.savez(partial, stems=np.array(data.stems), images=data.images, masks=data.masks,
-             sizes=np.array(data.sizes, dtype=np.int64))
+             sizes=np.array(data.sizes, dtype=np.int64), mask_largest=np.int64(data.convention.largest),
+             has_polyp=np.array(data.has_polyp, dtype=bool))
     os.replace(partial, path)

@@ -1,4 +1,4 @@
-"""`python -m polyp.serve --model DIR [--host 127.0.0.1] [--port 8000] [--examples DIR]`."""
+"""`python -m polyp.serve --model DIR [--host 127.0.0.1] [--port 8000] [--examples DIR|synthetic]`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import uvicorn
 
 from polyp.checkpoint import CheckpointError
-from polyp.data import DataError
+from polyp.data import DataError, resolve_data_dir
 from polyp.predict import Predictor
 from polyp.serve.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
 from polyp.serve.examples import MAX_EXAMPLES, list_examples
@@ -29,8 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="checkpoint folder (config.json + model.safetensors + training.json)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--examples", help=f"folder of example JPEG/PNG images (or a data folder with images/); "
-                                           f"the first {MAX_EXAMPLES} by name are offered")
+    parser.add_argument("--examples", help=f"folder of example JPEG/PNG images, a data folder with images/, or "
+                                           f"'synthetic' (the generated set, as for --data); the first "
+                                           f"{MAX_EXAMPLES} by name are offered")
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
                         help="largest accepted upload in MiB (default 10)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         predictor, info = Predictor.from_folder(args.model, args.device)
-        examples = list_examples(args.examples)
+        examples = list_examples(resolve_data_dir(args.examples) if args.examples else None)
     except (CheckpointError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     data.split.save(out / "split.json")
-    print(f"data {data.root}: {len(data.train)} train, {len(data.val)} val, {len(data.test)} test images at {cfg.image_size} px")
+    print(data.describe(cfg.image_size))
+    for note in data.notes():
+        print(note)
     reporters = Reporters([PrintReporter(total_epochs=cfg.epochs),
                            TensorBoardReporter(out / "tensorboard") if args.tensorboard else None])
     result = fit(cfg, data, reporters)
