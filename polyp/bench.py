@@ -25,13 +25,14 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from polyp.config import ConfigError, TrainConfig
-from polyp.data import DataError, prepare_data
+from polyp.config import TrainConfig
+from polyp.data import prepare_data
+from polyp.errors import PolypError
 from polyp.models import build_model
 from polyp.predict import Predictor
 from polyp.runtime import count_float32_convolutions, resolve_device
-from polyp.train.__main__ import config_arguments, config_from_args
 from polyp.train.loop import TrainStep, train_loader, train_one_epoch
+from polyp.train.options import config_arguments, config_from_args
 
 SCHEDULE_STEPS = 100_000  # steps per epoch given to the schedule, so one-cycle never runs out while timing
 
@@ -264,13 +265,8 @@ def data_wait_lines(wait: dict, cfg: TrainConfig) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = config_from_args(args)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
-        run(args, cfg, lambda line: print(line, flush=True))
-    except (ConfigError, DataError) as error:
+        run(args, config_from_args(args), lambda line: print(line, flush=True))
+    except PolypError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -18,21 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import segmentation_models_pytorch as smp
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from polyp.config import ConfigError, TrainConfig, parse_config
 from polyp.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from polyp.errors import PolypError
 from polyp.io import write_json
-from polyp.models import ARCHITECTURES, build_model
+from polyp.models import build_model
 from polyp.models.attention_unet import AttentionUNet
 
 CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE = "config.json", "model.safetensors", "training.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PolypError):
     """A checkpoint folder that is missing a file or whose files do not match."""
 
 
@@ -167,10 +167,4 @@ def build_model_for(cfg: TrainConfig) -> nn.Module:
     return build_model(parse_config({"encoder_weights": "none"}, base=cfg))
 
 
-def load_with_smp(folder: str | Path) -> nn.Module:
-    """Loads an smp checkpoint with `segmentation_models_pytorch.from_pretrained` (for interoperability)."""
-    return smp.from_pretrained(str(folder))
-
-
-__all__ = ["ARCHITECTURES", "CheckpointError", "CheckpointInfo", "load_checkpoint", "load_with_smp",
-           "preprocessing", "read_info", "save_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointInfo", "load_checkpoint", "preprocessing", "read_info", "save_checkpoint"]

@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ARCHS = ("unetplusplus", "linknet", "unet", "fpn", "deeplabv3plus", "manet", "attention_unet")
+from polyp.architectures import ARCHITECTURES
+from polyp.errors import PolypError
+
+ARCHS = tuple(ARCHITECTURES)
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("onecycle", "cosine", "plateau", "constant")
 AUGMENTS = ("none", "light", "medium", "heavy")
@@ -28,7 +31,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DECODER_ATTENTIONS = ("none", "scse")
 
 
-class ConfigError(ValueError):
+class ConfigError(PolypError):
     """A configuration value or key that cannot be used; the message names the key."""
 
 
@@ -40,7 +43,7 @@ class TrainConfig:
     encoder: str = "mobilenet_v2"  # smp encoder name (ignored by attention_unet)
     encoder_depth: int = 5  # encoder stages, 3..5; decoder channels follow from it
     encoder_weights: str = "none"  # none | imagenet | path to a .safetensors/.pth weights file
-    decoder_attention: str = "none"  # none | scse (unet, unetplusplus only)
+    decoder_attention: str = "none"  # none | scse (archs that take it, see polyp.architectures)
     image_size: int = 256  # pixels, square input side; multiple of 2**encoder_depth
     batch_size: int = 8  # images per step
     epochs: int = 25  # training epochs (upper bound when early stopping)
@@ -122,18 +125,32 @@ def validate(cfg: TrainConfig) -> None:
                 raise ConfigError(f"{name}: {value!r} is outside [{low}, {high}]")
     if cfg.lr <= 0:
         raise ConfigError(f"lr: must be positive, got {cfg.lr!r}")
-    stride = 2**cfg.encoder_depth
-    if cfg.image_size % stride:
-        raise ConfigError(
-            f"image_size: {cfg.image_size} is not a multiple of 2**encoder_depth = {stride}; "
-            f"use e.g. {max(stride, round(cfg.image_size / stride) * stride)}"
-        )
-    from polyp.losses import check_loss_spec  # local: losses imports torch, config stays light
+    if problem := check_image_size(cfg.image_size, cfg.encoder_depth):
+        raise ConfigError(f"image_size: {problem}")
+    from polyp.losses import parse_loss_spec  # local: losses imports torch, config stays light
 
     try:
-        check_loss_spec(cfg.loss)
+        parse_loss_spec(cfg.loss)
     except ValueError as error:
         raise ConfigError(f"loss: {error}") from None
+
+
+def check_image_size(image_size: int, encoder_depth: int) -> str | None:
+    """The one image-size rule: the side must be a multiple of 2**encoder_depth (the encoder's total stride).
+
+    Args:
+        image_size: the square input side in pixels.
+        encoder_depth: the number of encoder stages.
+
+    Returns:
+        None when the size fits, else the problem without a key, e.g.
+        "50 is not a multiple of 2**encoder_depth = 16; use e.g. 48"; callers put the key or flag in front.
+    """
+    stride = 2**encoder_depth
+    if image_size % stride == 0:
+        return None
+    return (f"{image_size} is not a multiple of 2**encoder_depth = {stride}; "
+            f"use e.g. {max(stride, round(image_size / stride) * stride)}")
 
 
 def field_type(field: dataclasses.Field) -> type:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from polyp.data import read_image
+from polyp.images import write_image
 
 
 def target_layer(model: nn.Module) -> nn.Module:
@@ -67,11 +68,5 @@ def gradcam_image(predictor, image: np.ndarray) -> np.ndarray:
 
 def write_gradcams(predictor, inputs: list[Path], out: Path) -> list[Path]:
     """Writes `<stem>_gradcam.png` for each input image; returns the paths."""
-    from polyp.predict import write_png
-
-    paths = []
-    for path in inputs:
-        target = out / f"{path.stem}_gradcam.png"
-        write_png(target, gradcam_image(predictor, read_image(path)))
-        paths.append(target)
-    return paths
+    return [write_image(out / f"{path.stem}_gradcam.png", gradcam_image(predictor, read_image(path)))
+            for path in inputs]

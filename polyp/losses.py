@@ -44,11 +44,6 @@ def parse_loss_spec(spec: str) -> list[tuple[float, str]]:
     return terms
 
 
-def check_loss_spec(spec: str) -> None:
-    """Raises ValueError when `spec` is not a valid loss expression."""
-    parse_loss_spec(spec)
-
-
 def _make(name: str, tversky_alpha: float, tversky_beta: float, focal_gamma: float) -> nn.Module:
     mode = smp_losses.BINARY_MODE
     makers = {

@@ -18,11 +18,17 @@ from __future__ import annotations
 import torch
 from segmentation_models_pytorch import metrics as smp_metrics
 
+from polyp.images import MASK_THRESHOLD
+
 METRIC_NAMES = ("mdice", "miou", "dice_pooled", "iou_pooled", "precision", "recall", "accuracy")
 
 
-def image_counts(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, ...]:
-    """Returns per-image (tp, fp, fn, tn), each of shape (N,), for logits and binary masks (N,1,H,W)."""
+def image_counts(logits: torch.Tensor, target: torch.Tensor,
+                 threshold: float = MASK_THRESHOLD) -> tuple[torch.Tensor, ...]:
+    """Returns per-image (tp, fp, fn, tn), each of shape (N,), for logits and binary masks (N,1,H,W).
+
+    A pixel counts as predicted polyp where its probability is at least `threshold`, as in the written masks.
+    """
     probs = torch.sigmoid(logits.float())
     tp, fp, fn, tn = smp_metrics.get_stats(probs, target.long(), mode="binary", threshold=threshold)
     return tp[:, 0], fp[:, 0], fn[:, 0], tn[:, 0]

@@ -13,10 +13,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from polyp.data import ImageSet  # noqa: E402
+from polyp.gradcam import gradcam, heatmap_overlay  # noqa: E402
+from polyp.images import binary_mask, overlay, write_image  # noqa: E402
 from polyp.io import atomic_path  # noqa: E402
 from polyp.metrics import dice_iou  # noqa: E402
-from polyp.predict import overlay  # noqa: E402
-from polyp.runtime import Normalizer  # noqa: E402
+from polyp.predict import Predictor  # noqa: E402
 
 
 def _save(figure, path: Path) -> Path:
@@ -51,14 +52,18 @@ def loss_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
     return _save(figure, Path(path))
 
 
-@torch.no_grad()
+def _plain_predictor(model: torch.nn.Module, images: ImageSet, device: torch.device | str = "cpu") -> Predictor:
+    """A plain float32 Predictor of `model` at the size of the already-resized `images`."""
+    return Predictor(model, images.images.shape[1], device=str(device), precision="fp32", channels_last=False)
+
+
 def predict_masks(model: torch.nn.Module, images: ImageSet, device: torch.device | str = "cpu") -> np.ndarray:
-    """Binary masks (N,S,S uint8) of a model on already-resized images."""
-    device = torch.device(device)
-    model.eval()
-    normalize = Normalizer(device, channels_last=False)
-    logits = model(normalize(torch.from_numpy(images.images).permute(0, 3, 1, 2)))
-    return (torch.sigmoid(logits.float())[:, 0] >= 0.5).cpu().numpy().astype(np.uint8)
+    """Binary masks (N,S,S uint8) of a model on already-resized images, in plain float32."""
+    return _masks(_plain_predictor(model, images, device), images)
+
+
+def _masks(predictor: Predictor, images: ImageSet) -> np.ndarray:
+    return np.stack([binary_mask(probability) for probability in predictor.probabilities(list(images.images))])
 
 
 TILE = 160  # pixels of each panel on a sheet
@@ -93,13 +98,6 @@ def sheet(rows: list[tuple[str, list[np.ndarray]]], columns: list[str], title: s
     return np.vstack([_label(width, title, 26, 0.5), header, *body])
 
 
-def _write(path: str | Path, picture: np.ndarray) -> Path:
-    from polyp.predict import write_png
-
-    write_png(Path(path), picture)
-    return Path(path)
-
-
 def prediction_sheet(images: ImageSet, predictions: np.ndarray, path: str | Path, title: str = "") -> Path:
     """Rows of image | truth | prediction | overlay, each labelled with the image's stem and Dice, as a PNG.
 
@@ -113,7 +111,7 @@ def prediction_sheet(images: ImageSet, predictions: np.ndarray, path: str | Path
     for stem, image, truth, pred in zip(images.stems, images.images, images.masks, predictions, strict=True):
         dice, _ = dice_iou(torch.from_numpy(pred), torch.from_numpy(truth))
         rows.append((f"{stem}   Dice {dice:.3f}", [image, truth * 255, pred * 255, overlay(image, pred)]))
-    return _write(path, sheet(rows, ["image", "truth", "prediction", "overlay"], title))
+    return write_image(path, sheet(rows, ["image", "truth", "prediction", "overlay"], title))
 
 
 def gradcam_sheet(model: torch.nn.Module, images: ImageSet, path: str | Path, title: str = "") -> Path:
@@ -125,12 +123,9 @@ def gradcam_sheet(model: torch.nn.Module, images: ImageSet, path: str | Path, ti
         path: the PNG to write (atomically).
         title: figure title.
     """
-    from polyp.gradcam import gradcam, heatmap_overlay
-
-    normalize = Normalizer(torch.device("cpu"), channels_last=False)
-    x = normalize(torch.from_numpy(images.images).permute(0, 3, 1, 2))
-    cams = gradcam(model, x)
-    predictions = predict_masks(model, images)
+    predictor = _plain_predictor(model, images)
+    cams = gradcam(predictor.model, predictor.batch_input(list(images.images)))
+    predictions = _masks(predictor, images)
     rows = [(stem, [image, overlay(image, pred), heatmap_overlay(image, cam)])
             for stem, image, pred, cam in zip(images.stems, images.images, predictions, cams, strict=True)]
-    return _write(path, sheet(rows, ["image", "prediction", "Grad-CAM"], title))
+    return write_image(path, sheet(rows, ["image", "prediction", "Grad-CAM"], title))

@@ -16,13 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from polyp.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
+from polyp.checkpoint import CheckpointInfo, load_checkpoint
 from polyp.data import IMAGENET_MEAN, IMAGENET_STD, DataError, read_image, read_mask
 from polyp.data.folder import IMAGE_SUFFIXES, MASK_NAME_SUFFIXES
 from polyp.data.masks import MaskConvention, detect, read_raw_mask
-from polyp.io import atomic_path
+from polyp.errors import PolypError
+from polyp.gradcam import write_gradcams
+from polyp.images import binary_mask, overlay, write_image
+from polyp.io import make_folder
 from polyp.metrics import dice_iou
-from polyp.runtime import Normalizer, autocast, resolve_precision
+from polyp.runtime import Normalizer, autocast, resolve_device, resolve_precision
 
 
 class Predictor:
@@ -34,7 +37,7 @@ class Predictor:
 
     def __init__(self, model: nn.Module, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, device: str = "cpu",
                  precision: str = "auto", channels_last: bool = True):
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         model = model.to(self.device).eval()
         self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         self.image_size = image_size
@@ -66,32 +69,6 @@ class Predictor:
         """Polyp probability (float32 0..1) per pixel of each image, at the image's own size."""
         probs = torch.sigmoid(self.logits(self.resized(images)))[:, 0].cpu().numpy()
         return [cv2.resize(p, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_LINEAR) for p, im in zip(probs, images, strict=True)]
-
-    def mask(self, image: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-        """Binary mask (uint8 0/1) of one image at its own size."""
-        return (self.probabilities([image])[0] >= threshold).astype(np.uint8)
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, colour=(0, 255, 0), alpha: float = 0.4) -> np.ndarray:
-    """The image with the mask tinted in and its outline drawn (RGB uint8)."""
-    out = image.copy()
-    tint = np.zeros_like(image)
-    tint[:] = colour
-    region = mask.astype(bool)
-    out[region] = (out[region] * (1 - alpha) + tint[region] * alpha).astype(np.uint8)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(out, contours, -1, colour, max(1, round(max(image.shape[:2]) / 200)))
-    return out
-
-
-def write_png(path: Path, rgb_or_gray: np.ndarray) -> None:
-    """Writes an RGB or greyscale uint8 array as PNG, atomically."""
-    array = cv2.cvtColor(rgb_or_gray, cv2.COLOR_RGB2BGR) if rgb_or_gray.ndim == 3 else rgb_or_gray
-    ok, encoded = cv2.imencode(".png", array)
-    if not ok:
-        raise OSError(f"{path}: could not encode PNG")
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(encoded.tobytes())
 
 
 def _inputs(path: Path) -> list[Path]:
@@ -146,15 +123,15 @@ def predict_files(predictor: Predictor, inputs: list[Path], out: Path, masks: Pa
         images = [read_image(path) for path in chunk]
         for path, truth, image, probability in zip(chunk, truths[start:start + step], images,
                                                    predictor.probabilities(images), strict=True):
-            rows.append(_write_one(path, image, (probability >= 0.5).astype(np.uint8), out, truth, convention))
+            rows.append(_write_one(path, image, binary_mask(probability), out, truth, convention))
     return rows
 
 
 def _write_one(path: Path, image: np.ndarray, mask: np.ndarray, out: Path, truth_path: Path | None,
                convention: MaskConvention | None) -> dict:
     """Writes one image's mask and overlay; scores the mask against its true mask when given."""
-    write_png(out / f"{path.stem}_mask.png", mask * 255)
-    write_png(out / f"{path.stem}_overlay.png", overlay(image, mask))
+    write_image(out / f"{path.stem}_mask.png", mask * 255)
+    write_image(out / f"{path.stem}_overlay.png", overlay(image, mask))
     row = {"stem": path.stem}
     if truth_path is not None:
         truth = read_mask(truth_path, convention)
@@ -180,13 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         predictor, _ = Predictor.from_folder(args.model, args.device, args.precision)
         inputs = _inputs(Path(args.input))
         convention = truth_convention(Path(args.masks), inputs) if args.masks else None
-        rows = predict_files(predictor, inputs, Path(args.out), Path(args.masks) if args.masks else None,
-                             args.batch_size, convention)
+        out = make_folder(args.out, "--out")
+        rows = predict_files(predictor, inputs, out, Path(args.masks) if args.masks else None, args.batch_size,
+                             convention)
         if args.gradcam:
-            from polyp.gradcam import write_gradcams
-
-            write_gradcams(predictor, inputs, Path(args.out))
-    except (CheckpointError, DataError) as error:
+            write_gradcams(predictor, inputs, out)
+    except PolypError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for row in rows:

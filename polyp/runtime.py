@@ -7,15 +7,16 @@ import contextlib
 import torch
 from torch import nn
 
+from polyp.config import ConfigError
 from polyp.data.augment import IMAGENET_MEAN, IMAGENET_STD
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" picks CUDA when available, else the CPU; "cuda" without a GPU is an error."""
+    """"auto" picks CUDA when available, else the CPU; "cuda" without a GPU is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+        raise ConfigError("device: cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
     return torch.device(name)
 
 

@@ -22,14 +22,23 @@ from pathlib import Path
 
 import optuna
 
-from polyp.config import parse_config
 from polyp.data import PolypData, prepare_data
-from polyp.train import fit
-from search.cli import USER_ERRORS, fail, import_trainer
+from search.cli import (
+    USER_ERRORS,
+    CommandLineError,
+    add_data_options,
+    add_forced_options,
+    add_method_options,
+    add_trainer_option,
+    fail,
+    import_trainer,
+)
+from search.forced import apply_forced, with_command_line
 from search.grid import read_grid
 from search.objective import Objective
+from search.record import TrialRecord
 from search.samplers import build_pruner, build_sampler
-from search.studies import PRUNERS, SAMPLERS, StudySpec, load_study
+from search.studies import StudySpec, load_study
 
 Curve = list[tuple[int, float]]  # (epochs spent so far, best validation mDice so far) after each trial
 
@@ -38,7 +47,7 @@ def run_grid(spec: StudySpec, csv_path: str, data, trainer, rows: int | None) ->
     """Trains every CSV row to the end (no pruning); returns the best-so-far curve."""
     curve, spent, best = [], 0, 0.0
     for row in read_grid(csv_path, spec.base).rows[:rows]:
-        cfg = parse_config({"epochs": spec.base.epochs, "image_size": spec.base.image_size}, base=row.config)
+        cfg = apply_forced(row.config, spec)
         result = trainer(cfg, data, None, evaluate_test=False)
         spent += len(result.history)
         best = max(best, result.best_val.get("mdice", 0.0))
@@ -73,27 +82,22 @@ def run_study(spec: StudySpec, data, trainer, budget: int, run_dir: Path, stop_a
     seed = spec.run.seed if sampler_seed is None else sampler_seed
     study = optuna.create_study(direction="maximize", sampler=build_sampler(spec.run.sampler, spec, seed),
                                 pruner=build_pruner(spec.run.pruner, spec))
-    objective = Objective(spec, data, run_dir, overrides={"epochs": spec.base.epochs, "image_size": spec.base.image_size},
-                          trainer=trainer, verbose=False)
+    objective = Objective(spec, data, run_dir, trainer=trainer, verbose=False)
     curve, spent = [], 0
     while spent < budget:
         study.optimize(objective, n_trials=1, catch=(Exception,))
         trial = study.trials[-1]
-        spent += int(trial.user_attrs.get("epochs_run", 0))
+        record = TrialRecord.of(trial)
+        spent += record.epochs_run or 0
         best = max((t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), default=0.0)
         curve.append((spent, best))
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         print(f"  study trial {trial.number:>2}: {trial.state.name:<8} value {value}  "
-              f"epochs run {trial.user_attrs.get('epochs_run', 0)}  spent {spent:>4}  best {best:.4f}  "
-              f"{describe_params(trial.params)}", flush=True)
+              f"epochs run {record.epochs_run or 0}  spent {spent:>4}  best {best:.4f}  "
+              f"{record.describe(tuple(record.params))}", flush=True)
         if stop_at is not None and best >= stop_at - 1e-9:
             break
     return curve
-
-
-def describe_params(params: dict) -> str:
-    """A trial's parameters in one short line, e.g. "arch=linknet encoder=resnet18 lr=3.1e-03"."""
-    return " ".join(f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def split_digest(data: PolypData) -> str:
@@ -109,18 +113,16 @@ def epochs_to_reach(curve: Curve, target: float) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Grid (every CSV row to the end) vs the study's default search.")
-    parser.add_argument("--study", default="grid", help="study whose defaults (sampler, pruner, space) are measured")
+    parser.add_argument("--study", default="grid", help="study whose settings (data, size, epochs, sampler, pruner, "
+                        "space) are measured (default: grid)")
     parser.add_argument("--csv", default="hyperparameters.csv", help="the grid (default: hyperparameters.csv)")
-    parser.add_argument("--data", default="synthetic", help="data folder or 'synthetic'")
-    parser.add_argument("--test-list", help="file of test stems (kept out of training and validation)")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per trial for both methods")
+    add_data_options(parser)
+    add_method_options(parser)
+    add_forced_options(parser)
+    add_trainer_option(parser)
     parser.add_argument("--rows", type=int, help="use only the first ROWS rows of the CSV")
     parser.add_argument("--val-fraction", type=float, help="validation share of the images instead of the study's "
                         "(a larger validation set makes both methods' best values less noisy)")
-    parser.add_argument("--trainer", default="polyp.train:fit", help="training function module:name")
-    parser.add_argument("--sampler", choices=SAMPLERS, help="measure this sampler instead of the study's")
-    parser.add_argument("--pruner", choices=PRUNERS, help="measure this pruner instead of the study's")
     parser.add_argument("--startup-trials", type=int, help="instead of the study's startup_trials (random trials)")
     parser.add_argument("--pruner-startup-trials", type=int,
                         help="instead of the study's pruner_startup_trials (complete trials before median prunes)")
@@ -134,35 +136,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.val_fraction is not None and args.val_fraction <= 0:
-            raise ValueError(f"--val-fraction: {args.val_fraction} leaves no validation images, and both methods are "
+            raise CommandLineError(f"--val-fraction: {args.val_fraction} leaves no validation images, and both methods are "
                              "compared on validation mDice (val_fraction must be above 0)")
-        spec = load_study(args.study)
-        spec = dataclasses.replace(spec, base=parse_config({"image_size": args.image_size, "epochs": args.epochs},
-                                                           base=spec.base))
-        overrides = {"sampler": args.sampler, "pruner": args.pruner, "startup_trials": args.startup_trials,
-                     "pruner_startup_trials": args.pruner_startup_trials,
-                     "warmup_epochs": args.warmup_epochs, "val_fraction": args.val_fraction}
+        spec = with_command_line(load_study(args.study), args)
+        spec = dataclasses.replace(spec, forced={"epochs": spec.base.epochs, **spec.forced})  # one budget for both
+        settings = {"startup_trials": args.startup_trials, "pruner_startup_trials": args.pruner_startup_trials,
+                    "warmup_epochs": args.warmup_epochs, "val_fraction": args.val_fraction}
         spec = dataclasses.replace(spec, run=dataclasses.replace(
-            spec.run, **{k: v for k, v in overrides.items() if v is not None}))
+            spec.run, **{k: v for k, v in settings.items() if v is not None}))
         build_pruner(spec.run.pruner, spec)  # refuses a sampler/pruner pair now rather than after the grid has run
-        trainer = fit if args.trainer == "polyp.train:fit" else import_trainer(args.trainer)
-        data = prepare_data(args.data, args.image_size, spec.run.seed, spec.run.val_fraction, spec.run.test_fraction,
-                            test_list=args.test_list)
+        trainer = import_trainer(args.trainer)
+        run = spec.run
+        data = prepare_data(run.data, spec.base.image_size, run.seed, run.val_fraction, run.test_fraction,
+                            test_list=run.test_list or None, synthetic_count=run.synthetic_count)
         read_grid(args.csv, spec.base)
     except USER_ERRORS as error:
         return fail(str(error))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler_seed = spec.run.seed if args.sampler_seed is None else args.sampler_seed
-    print(data.describe(args.image_size))
+    print(data.describe(spec.base.image_size))
     for note in data.notes():
         print(note)
-    print(f"split {len(data.train)}/{len(data.val)}/{len(data.test)} at {args.image_size} px, "
-          f"{args.epochs} epochs per trial; study {spec.name}: sampler {spec.run.sampler}, pruner {spec.run.pruner} "
+    print(f"split {len(data.train)}/{len(data.val)}/{len(data.test)} at {spec.base.image_size} px, "
+          f"{spec.base.epochs} epochs per trial; study {spec.name}: sampler {spec.run.sampler}, pruner {spec.run.pruner} "
           f"(startup {spec.run.startup_trials}, pruner startup {spec.run.pruner_startup_trials}, warm-up "
           f"{spec.run.warmup_epochs} epochs, sampler seed {sampler_seed})")
     print("grid (every row trained to the end):")
     key = {"csv": str(Path(args.csv).resolve()), "data": str(data.root), "split": split_digest(data),
-           "image_size": args.image_size, "epochs": args.epochs, "rows": args.rows, "trainer": args.trainer,
+           "image_size": spec.base.image_size, "epochs": spec.base.epochs, "rows": args.rows, "trainer": args.trainer,
            "seed": spec.run.seed}
     grid, grid_minutes = load_or_run_grid(args.grid_results, key,
                                           lambda: run_grid(spec, args.csv, data, trainer, args.rows))

@@ -13,16 +13,21 @@ from pathlib import Path
 
 import optuna
 
-from polyp.config import ConfigError, parse_config
-from polyp.data import DataError, PolypData, Split, prepare_data
+from polyp.data import PolypData, Split, prepare_data
+from polyp.errors import PolypError
+from search.forced import with_command_line
 from search.outputs import study_dir
-from search.samplers import build_pruner, build_sampler
-from search.storage import StorageError, default_storage_url, open_storage, safe_url
+from search.samplers import build_pruner, seeded_sampler
+from search.storage import default_storage_url, open_storage, safe_url
 from search.studies import PRUNERS, SAMPLERS, StudyError, StudySpec, load_study
 
 DEFAULT_RUN_DIR = "runs"
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, TPE group: stable in use
-USER_ERRORS = (StudyError, StorageError, ConfigError, DataError, OSError, ValueError)
+USER_ERRORS = (PolypError,)  # what the commands print as "error: ..." (exit 2); anything else is a bug: a traceback
+
+
+class CommandLineError(PolypError):
+    """A flag whose value cannot be used (a module that does not import, a folder that cannot be written)."""
 
 
 def add_study_options(parser: argparse.ArgumentParser, run_dir_flag: str = "--out") -> None:
@@ -37,22 +42,42 @@ def add_study_options(parser: argparse.ArgumentParser, run_dir_flag: str = "--ou
                             help=f"run folder (default: {DEFAULT_RUN_DIR}/)")
 
 
-def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """Data, sampler, pruner and the TrainConfig overrides a search takes from the command line."""
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """--data and --test-list: the images a search trains, validates and tests on."""
     parser.add_argument("--data", help="folder with images/ and masks/, or 'synthetic' (default: the study's)")
     parser.add_argument("--test-list", help="file of test image stems (e.g. the PraNet Kvasir list)")
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """--sampler, --pruner and --seed: how a search chooses and stops trials."""
     parser.add_argument("--sampler", choices=SAMPLERS, help="default: the study's")
     parser.add_argument("--pruner", choices=PRUNERS, help="default: the study's")
+    parser.add_argument("--seed", type=int, help="sampler and split seed (default: the study's)")
+
+
+def add_forced_options(parser: argparse.ArgumentParser) -> None:
+    """--epochs, --image-size and --device: training settings forced on every trial (see search.forced)."""
     parser.add_argument("--epochs", type=int, help="epochs per trial (default: the study's)")
     parser.add_argument("--image-size", type=int, help="input size in pixels (default: the study's)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto")
-    parser.add_argument("--seed", type=int, help="sampler and split seed (default: the study's)")
+
+
+def add_trainer_option(parser: argparse.ArgumentParser) -> None:
+    """--trainer: the training function (tests pass a fake one)."""
+    parser.add_argument("--trainer", default="polyp.train:fit",
+                        help="training function as module:name (default polyp.train:fit; tests use a fake one)")
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """Everything a search worker takes: data, method, forced settings, timeout, heartbeat, output, trainer."""
+    add_data_options(parser)
+    add_method_options(parser)
+    add_forced_options(parser)
     parser.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
     parser.add_argument("--heartbeat", type=int, default=15,
                         help="seconds between a running trial's heartbeats; silent for 2x this = dead worker (default 15)")
     parser.add_argument("--quiet", action="store_true", help="no line per epoch")
-    parser.add_argument("--trainer", default="polyp.train:fit",
-                        help="training function as module:name (default polyp.train:fit; tests use a fake one)")
+    add_trainer_option(parser)
 
 
 def import_trainer(spec: str):
@@ -63,7 +88,7 @@ def import_trainer(spec: str):
     try:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as error:
-        raise ValueError(f"--trainer {spec!r}: cannot import ({error}); write module:function") from None
+        raise CommandLineError(f"--trainer {spec!r}: cannot import ({error}); write module:function") from None
 
 
 def interrupt_on_signals() -> None:
@@ -99,9 +124,13 @@ class Session:
         """`<run folder>/<study>`."""
         return study_dir(self.run_dir, self.spec.name)
 
+    def sampler_for(self, trial_number: int) -> optuna.samplers.BaseSampler:
+        """The sampler for the trial about to get `trial_number` (for `run_until`)."""
+        return seeded_sampler(self.spec, trial_number)
+
 
 def writable_run_dir(path: str) -> Path:
-    """Creates the run folder and checks that it can be written; a clear OSError otherwise."""
+    """Creates the run folder and checks that it can be written; a CommandLineError naming it otherwise."""
     run_dir = Path(path)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,44 +138,21 @@ def writable_run_dir(path: str) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
-        raise OSError(f"run folder {run_dir} is not writable: {error.strerror or error}") from None
+        raise CommandLineError(f"run folder {run_dir} is not writable: {error.strerror or error}") from None
     return run_dir
-
-
-def apply_overrides(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
-    """The study with the command line's data, sampler, pruner, seed, epochs and image size."""
-    from dataclasses import replace
-
-    run = replace(spec.run, **{k: v for k, v in {
-        "data": getattr(args, "data", None), "test_list": getattr(args, "test_list", None),
-        "sampler": getattr(args, "sampler", None), "pruner": getattr(args, "pruner", None),
-        "seed": getattr(args, "seed", None)}.items() if v is not None})
-    overrides = {k: v for k, v in {"epochs": getattr(args, "epochs", None), "image_size": getattr(args, "image_size", None),
-                                   "device": getattr(args, "device", None)}.items() if v is not None}
-    base = spec.base
-    if "image_size" in overrides:
-        depths = spec.space.get("encoder_depth", [base.encoder_depth])
-        for depth in depths if isinstance(depths, list) else [5]:
-            if overrides["image_size"] % 2**depth:
-                raise ConfigError(f"--image-size {overrides['image_size']} is not a multiple of 2**{depth} "
-                                  f"(encoder_depth {depth} is searched)")
-        if isinstance(depths, list):  # every trial samples its depth, so only the searched depths constrain the size
-            base = replace(base, encoder_depth=min(depths))
-    base = parse_config(overrides, base=base)
-    return replace(spec, run=run, base=base)
 
 
 def open_session(args: argparse.Namespace, create: bool = True) -> Session:
     """Loads the study definition, opens the storage and creates or loads the Optuna study."""
-    spec = apply_overrides(load_study(args.study), args)
+    spec = with_command_line(load_study(args.study), args)
     if create:  # before anything is written: build_pruner refuses a pair the sampler cannot search under
-        sampler, pruner = build_sampler(spec.run.sampler, spec, spec.run.seed), build_pruner(spec.run.pruner, spec)
+        pruner = build_pruner(spec.run.pruner, spec)
     run_dir = writable_run_dir(args.run_dir)
     url = args.storage or default_storage_url(run_dir)
     storage = open_storage(url, getattr(args, "heartbeat", 15))
     if create:
         study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", load_if_exists=True,
-                                    sampler=sampler, pruner=pruner)
+                                    pruner=pruner)  # the sampler: Session.sampler_for, one per trial
     else:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         if spec.name not in names:

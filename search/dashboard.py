@@ -20,7 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 import optuna_dashboard
 
-from search.cli import DEFAULT_RUN_DIR, USER_ERRORS, fail, open_session
+from search.cli import DEFAULT_RUN_DIR, USER_ERRORS, CommandLineError, fail, open_session
 from search.outputs import artifact_store
 from search.storage import default_storage_url, open_storage, safe_url
 
@@ -104,7 +104,7 @@ def open_target(args: argparse.Namespace) -> tuple[optuna.storages.BaseStorage, 
         return session.storage, session.spec.name, session.storage_url
     url = args.storage or default_storage_url(Path(args.run_dir))
     if not args.storage and not (Path(args.run_dir) / "optuna.db").is_file():
-        raise ValueError(f"no study database in {args.run_dir}/ (optuna.db); run search.run first, "
+        raise CommandLineError(f"no study database in {args.run_dir}/ (optuna.db); run search.run first, "
                          f"or pass --out RUN_FOLDER or --storage URL")
     return open_storage(url), None, url
 

@@ -25,14 +25,23 @@ from polyp.checkpoint import (
     CONFIG_FILE,
     TRAINING_FILE,
     WEIGHTS_FILE,
-    CheckpointError,
     load_checkpoint,
     save_checkpoint,
 )
 from polyp.config import TrainConfig, parse_config
 from polyp.train import fit
-from search.cli import USER_ERRORS, Session, add_study_options, fail, load_data, open_session
+from search.cli import (
+    USER_ERRORS,
+    CommandLineError,
+    Session,
+    add_study_options,
+    fail,
+    load_data,
+    open_session,
+)
+from search.forced import forced_settings
 from search.outputs import trial_dir
+from search.record import TrialRecord
 from search.space import suggest
 from search.storage import safe_url
 from search.studies import StudyError
@@ -65,19 +74,19 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
 def check_destination(out: Path, run_dir: Path) -> None:
     """Refuses a destination that is not new, empty, or an earlier export (it would be replaced whole)."""
     if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
-        raise ValueError(f"--out {out}: would replace the run folder {run_dir}; choose a new folder")
+        raise CommandLineError(f"--out {out}: would replace the run folder {run_dir}; choose a new folder")
     if out.exists():
         if not out.is_dir():
-            raise ValueError(f"--out {out}: is a file; choose a folder")
+            raise CommandLineError(f"--out {out}: is a file; choose a folder")
         others = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
         if others:
-            raise ValueError(f"--out {out}: exists and holds other files ({', '.join(others[:3])}); "
+            raise CommandLineError(f"--out {out}: exists and holds other files ({', '.join(others[:3])}); "
                              f"exporting replaces the folder whole, so choose a new or empty one")
 
 
 def trial_config(session: Session, trial: FrozenTrial) -> TrainConfig:
     """The config the trial trained: stored by the objective, else rebuilt from its params."""
-    stored = trial.user_attrs.get("config")
+    stored = TrialRecord.of(trial).config
     if stored:
         return parse_config(stored)
     return suggest(optuna.trial.FixedTrial(trial.params), session.spec)
@@ -90,7 +99,7 @@ def retrain(session: Session, trial: FrozenTrial, overrides: dict) -> tuple[nn.M
           flush=True)
     result = fit(cfg, load_data(session))
     if result.status == "diverged" or not result.best_epoch:
-        raise RuntimeError(f"retraining trial {trial.number} produced no model: {result.reason or 'no epoch finished'}")
+        raise StudyError(f"retraining trial {trial.number} produced no model: {result.reason or 'no epoch finished'}")
     return result.model, cfg, {"val": result.best_val, "test": result.test}
 
 
@@ -104,7 +113,8 @@ def kept_model(session: Session, trial: FrozenTrial) -> tuple[nn.Module, TrainCo
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # smp warns about mismatched keys before load_checkpoint explains them
         model, info = load_checkpoint(folder)
-    metrics = info.extra.get("metrics") or {"val": trial.user_attrs.get("val"), "test": trial.user_attrs.get("test")}
+    record = TrialRecord.of(trial)
+    metrics = info.extra.get("metrics") or {"val": record.val, "test": record.test}
     return model, info.config, metrics
 
 
@@ -146,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(args.out)
-    overrides = {k: v for k, v in {"epochs": args.epochs, "device": args.device}.items() if v is not None}
+    overrides = forced_settings(args)  # --epochs, --device: for --retrain
     try:
         session = open_session(args, create=False)
         check_destination(out, session.run_dir)
@@ -154,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         model, cfg, facts = export_trial(session, trial, out, args.retrain, overrides)
         load_checkpoint(out)  # what polyp.predict will do: fail here, not there
         difference = write_onnx(model, out, cfg.image_size) if args.onnx else None
-    except (*USER_ERRORS, CheckpointError, RuntimeError) as error:
+    except USER_ERRORS as error:
         return fail(str(error))
     val, test = facts["metrics"].get("val") or {}, facts["metrics"].get("test") or {}
     print(f"exported trial {trial.number} of study {session.spec.name} ({facts['source']}): "

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from polyp.config import FIELDS, ConfigError, TrainConfig, field_type, parse_config
+from polyp.errors import PolypError
 from polyp.models import check_buildable
 
 NOTES = "notes"
@@ -48,7 +49,7 @@ SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab"}  # the separators rea
 _DECIMAL_COMMA = re.compile(r"(?<=\d),(?=\d)")  # a comma between digits, as in "bce+0,5*dice"
 
 
-class GridError(ValueError):
+class GridError(PolypError):
     """A hyperparameter CSV with problems; `problems` lists each one with its row and column."""
 
     def __init__(self, path: str | Path, problems: list[str]):
@@ -197,8 +198,7 @@ def read_grid(path: str | Path, base: TrainConfig) -> Grid:
         The checked grid, with the separator it was read with.
 
     Raises:
-        GridError: every problem in the file, each naming its row and column.
-        OSError: the file cannot be read.
+        GridError: every problem in the file, each naming its row and column, or a file that cannot be read.
     """
     path = Path(path)
     try:
@@ -212,6 +212,8 @@ def read_grid(path: str | Path, base: TrainConfig) -> Grid:
                                f"'CSV UTF-8' from the spreadsheet"]) from None
     except csv.Error as error:
         raise GridError(path, [f"{path}: not a readable CSV file: {error}"]) from None
+    except OSError as error:
+        raise GridError(path, [f"{path}: cannot be read ({error.strerror or error})"]) from None
     columns, rows, problems = _check_records(path, records, separator, base)
     if problems:
         raise GridError(path, problems)

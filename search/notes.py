@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import optuna
 import optuna_dashboard
+from optuna_dashboard.artifact import get_artifact_path
 
-
-def _artifact_url(trial: optuna.trial.Trial, artifact_id: str) -> str:
-    storage = trial.study._storage  # the study's storage; ids below come from its public methods
-    study_id = storage.get_study_id_from_name(trial.study.study_name)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-    return f"/artifacts/{study_id}/{trial_id}/{artifact_id}"
+from search.record import KEY_SETTINGS, artifact_ids, format_setting, trained_config
 
 
 def note_markdown(trial: optuna.trial.Trial, facts: dict, image_urls: dict[str, str]) -> str:
@@ -19,10 +15,9 @@ def note_markdown(trial: optuna.trial.Trial, facts: dict, image_urls: dict[str, 
     rows = ["| metric | validation (best epoch) | test (reporting only) |", "|---|---|---|"]
     for name in ("mdice", "miou", "dice_pooled", "iou_pooled", "precision", "recall"):
         rows.append(f"| {name} | {val.get(name, float('nan')):.4f} | {test.get(name, float('nan')):.4f} |")
-    config = trial.user_attrs.get("config", {})
+    config = trained_config(trial)
     settings = ["| setting | value |", "|---|---|"] + [
-        f"| {k} | `{config[k]:.3g}` |" if isinstance(config[k], float) else f"| {k} | `{config[k]}` |"
-        for k in ("arch", "encoder", "encoder_depth", "lr", "batch_size", "optimizer", "loss", "augment", "schedule")
+        f"| {k} | `{format_setting(config[k])}` |" for k in (*KEY_SETTINGS, "augment", "schedule")
         if k in config]  # a table, not one long line: the dashboard does not wrap inline code
     lines = [f"## Trial {trial.number}: {facts.get('status')}", "",
              f"best epoch {facts.get('best_epoch')} of {facts.get('epochs_run')} run; "
@@ -36,6 +31,5 @@ def note_markdown(trial: optuna.trial.Trial, facts: dict, image_urls: dict[str, 
 
 def write_note(trial: optuna.trial.Trial, facts: dict) -> None:
     """Saves the trial's note for optuna-dashboard (after its artifacts were uploaded)."""
-    artifacts = trial.user_attrs.get("artifacts", {})
-    urls = {name: _artifact_url(trial, artifact_id) for name, artifact_id in artifacts.items()}
+    urls = {name: get_artifact_path(trial, artifact_id) for name, artifact_id in artifact_ids(trial).items()}
     optuna_dashboard.save_note(trial, note_markdown(trial, facts, urls))

@@ -3,7 +3,6 @@ and the same files as Optuna artifacts, so optuna-dashboard shows them on the tr
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import shutil
 import tempfile
@@ -17,7 +16,7 @@ from polyp.config import TrainConfig
 from polyp.data import ImageSet
 from polyp.io import write_json
 from polyp.plots import loss_curve, predict_masks, prediction_sheet
-from polyp.train.__main__ import write_history
+from polyp.train.history import write_history
 from polyp.train.loop import TrainResult
 from search.studies import validate_study_name
 
@@ -77,7 +76,5 @@ def upload_files(store: FileSystemArtifactStore, trial: optuna.trial.Trial, file
                     os.link(path, source)  # no copy of the weights where the file system allows it
                 except OSError:
                     shutil.copyfile(path, source)
-            mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            ids[name] = upload_artifact(artifact_store=store, file_path=str(source), study_or_trial=trial,
-                                        mimetype=mimetype)
+            ids[name] = upload_artifact(artifact_store=store, file_path=str(source), study_or_trial=trial)
     return ids

@@ -32,16 +32,17 @@ from search.cli import (
     Session,
     add_study_options,
     add_training_options,
-    apply_overrides,
     fail,
     import_trainer,
     interrupt_on_signals,
     load_data,
     open_session,
 )
-from search.grid import SEPARATORS, Grid, GridError, GridRow, read_grid
+from search.forced import with_command_line
+from search.grid import SEPARATORS, Grid, GridRow, read_grid
 from search.notes import write_note
 from search.objective import Objective
+from search.record import TrialRecord, csv_row_attributes, format_number
 from search.runner import run_until, trial_line
 from search.storage import StudyLock
 from search.studies import Range, StudySpec, load_study
@@ -85,8 +86,8 @@ def row_matcher(grid: Grid, spec: StudySpec) -> Callable[[FrozenTrial], bool]:
     expected = {row.number: row_values(row, spec) for row in grid.rows}
 
     def belongs(trial: FrozenTrial) -> bool:
-        number = trial.user_attrs.get("csv_row")
-        return number in expected and trial.user_attrs.get("csv_values") == expected[number]
+        record = TrialRecord.of(trial)
+        return record.csv_row in expected and record.csv_values == expected[record.csv_row]
 
     return belongs
 
@@ -101,14 +102,14 @@ def enqueue_rows(session: Session, grid: Grid) -> list[int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             optuna.storages.fail_stale_trials(study)  # a dead worker's row gets its retry (WAITING) first
-        taken = {t.user_attrs["csv_row"] for t in study.get_trials(deepcopy=False, states=TAKEN) if belongs(t)}
+        taken = {TrialRecord.of(t).csv_row for t in study.get_trials(deepcopy=False, states=TAKEN) if belongs(t)}
         enqueued = []
         for row in grid.rows:
             if row.number in taken:
                 continue
             values = row_values(row, spec)
-            study.enqueue_trial(row_params(values, spec), user_attrs={
-                "csv_row": row.number, "csv_values": values, "csv_notes": row.notes, "csv_file": grid.path.name})
+            study.enqueue_trial(row_params(values, spec),
+                                user_attrs=csv_row_attributes(row.number, values, row.notes, grid.path.name))
             enqueued.append(row.number)
     return enqueued
 
@@ -119,30 +120,23 @@ def row_trials(study: optuna.Study, grid: Grid, spec: StudySpec) -> dict[int, Fr
     for trial in study.get_trials(deepcopy=False):
         if not belongs(trial):
             continue
-        number = trial.user_attrs["csv_row"]
+        number = TrialRecord.of(trial).csv_row
         rank = (_PREFERENCE.get(trial.state, 0), trial.number)
         if number not in chosen or rank > (_PREFERENCE.get(chosen[number].state, 0), chosen[number].number):
             chosen[number] = trial
     return chosen
 
 
-def _number(value: Any, digits: int) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else ""
-
-
 def result_cells(trial: FrozenTrial | None) -> dict[str, str]:
     """A row's outcome: trial, state, epochs run, best val mDice, test mDice and IoU, minutes taken."""
     if trial is None:
         return {**dict.fromkeys(RESULT_COLUMNS, ""), "state": "NOT_RUN"}
-    attrs = trial.user_attrs
-    val, test = attrs.get("val") or {}, attrs.get("test") or {}
-    minutes = None
-    if trial.datetime_start and trial.datetime_complete:
-        minutes = (trial.datetime_complete - trial.datetime_start).total_seconds() / 60
-    epochs = attrs.get("epochs_run")
-    return {"trial": str(trial.number), "state": trial.state.name, "epochs_run": "" if epochs is None else str(epochs),
-            "best_val_mdice": _number(val.get("mdice"), 4), "test_mdice": _number(test.get("mdice"), 4),
-            "test_miou": _number(test.get("miou"), 4), "minutes": _number(minutes, 2)}
+    record = TrialRecord.of(trial)
+    minutes = None if record.seconds is None else record.seconds / 60
+    epochs = record.epochs_run
+    return {"trial": str(record.number), "state": record.state.name, "epochs_run": "" if epochs is None else str(epochs),
+            "best_val_mdice": format_number(record.val.get("mdice")), "test_mdice": format_number(record.test.get("mdice")),
+            "test_miou": format_number(record.test.get("miou")), "minutes": format_number(minutes, 2)}
 
 
 def results_table(grid: Grid, trials: dict[int, FrozenTrial]) -> list[dict[str, str]]:
@@ -163,7 +157,8 @@ def write_results(path: Path, grid: Grid, trials: dict[int, FrozenTrial]) -> lis
 
 def print_row_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """Optuna callback: the trial's line, prefixed with its CSV row."""
-    print(f"row {trial.user_attrs.get('csv_row', '-')}: {trial_line(study, trial)}", flush=True)
+    row = TrialRecord.of(trial).csv_row
+    print(f"row {'-' if row is None else row}: {trial_line(study, trial)}", flush=True)
 
 
 def summary(grid: Grid, table: list[dict[str, str]], path: Path) -> str:
@@ -182,7 +177,7 @@ def summary(grid: Grid, table: list[dict[str, str]], path: Path) -> str:
 
 def check_grid(args: argparse.Namespace) -> tuple[Grid, StudySpec]:
     """Loads the study (with the command line's overrides) and checks the CSV against it."""
-    spec = apply_overrides(load_study(args.study), args)
+    spec = with_command_line(load_study(args.study), args)
     return read_grid(args.csv, spec.base), spec
 
 
@@ -192,7 +187,8 @@ def run_replay(session: Session, grid: Grid, objective: Objective, timeout: floa
     print(f"enqueued rows: {', '.join(map(str, enqueued)) or 'none'} "
           f"({len(grid.rows) - len(enqueued)} already finished, running or waiting)", flush=True)
     return run_until(session.study, objective, len(grid.rows), session.storage, timeout=timeout,
-                     callbacks=[print_row_trial], waiting_only=True, trial_filter=row_matcher(grid, session.spec))
+                     callbacks=[print_row_trial], waiting_only=True, trial_filter=row_matcher(grid, session.spec),
+                     sampler_for=session.sampler_for)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupt_on_signals()
     try:
         grid, spec = check_grid(args)
-    except (GridError, *USER_ERRORS) as error:
+    except USER_ERRORS as error:
         return fail(str(error))
     epochs = "--epochs for every row" if args.epochs else "unless a row says otherwise"
     separated = f" ({SEPARATORS[grid.separator]}-separated)" if grid.separator != "," else ""
@@ -226,9 +222,7 @@ def main(argv: list[str] | None = None) -> int:
           f"worker pid {os.getpid()}", flush=True)
     for note in data.notes():
         print(note, flush=True)
-    given = {"epochs": args.epochs, "device": args.device}
-    overrides = {"image_size": spec.base.image_size, **{k: getattr(spec.base, k) for k, v in given.items() if v is not None}}
-    objective = Objective(session.spec, data, session.run_dir, overrides=overrides, trainer=trainer,
+    objective = Objective(session.spec, data, session.run_dir, trainer=trainer,
                           verbose=not args.quiet, after_trial=[write_note])
     results = session.folder / RESULTS_FILE
     try:

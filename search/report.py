@@ -19,30 +19,24 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 
 from polyp.io import atomic_path  # noqa: E402
+from search.record import TrialRecord  # noqa: E402
 
 CURVES = (("train_loss", "train loss"), ("val_loss", "validation loss"), ("val_mdice", "validation mDice (per-image mean)"))
 LINE_STYLES = {"COMPLETE": ("solid", "-"), "PRUNED": ("dot", ":"), "RUNNING": ("dashdot", "-."), "FAIL": ("dash", "--")}
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
-def seconds(trial: FrozenTrial) -> float | None:
-    """Wall time of a finished trial in seconds (None while it runs)."""
-    if trial.datetime_start is None or trial.datetime_complete is None:
-        return None
-    return round((trial.datetime_complete - trial.datetime_start).total_seconds(), 2)
-
-
 def trial_row(trial: FrozenTrial) -> dict:
     """One row of trials.csv: number, state, value, params, epochs, metrics, parameter count, seconds."""
-    attrs = trial.user_attrs
-    val, test = attrs.get("val") or {}, attrs.get("test") or {}
+    record = TrialRecord.of(trial)
+    val, test = record.val, record.test
     return {
-        "number": trial.number, "state": trial.state.name, "value": trial.value,
-        **{f"param_{name}": value for name, value in trial.params.items()},
-        "epochs": attrs.get("epochs_run", len(trial.intermediate_values)), "best_epoch": attrs.get("best_epoch"),
+        "number": record.number, "state": record.state.name, "value": record.value,
+        **{f"param_{name}": value for name, value in record.params.items()},
+        "epochs": record.epochs, "best_epoch": record.best_epoch,
         "val_mdice": val.get("mdice"), "val_miou": val.get("miou"),
         "test_mdice": test.get("mdice"), "test_miou": test.get("miou"),
-        "parameters": attrs.get("parameters"), "seconds": seconds(trial), "fail_reason": attrs.get("fail_reason", ""),
+        "parameters": record.parameters, "seconds": record.seconds, "fail_reason": record.fail_reason,
     }
 
 
@@ -63,7 +57,7 @@ def write_trials_csv(trials: list[FrozenTrial], path: Path) -> Path:
 
 def curves(trial: FrozenTrial) -> dict[str, tuple[list[int], list[float]]]:
     """Per-epoch series of a trial: its stored history, or the reported val mDice while it still runs."""
-    history = trial.user_attrs.get("history") or []
+    history = TrialRecord.of(trial).history
     if history:
         return {key: ([h["epoch"] for h in history if key in h], [h[key] for h in history if key in h]) for key, _ in CURVES}
     steps = sorted(trial.intermediate_values)

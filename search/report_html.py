@@ -8,8 +8,8 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial
 
-from search.report import OPTUNA_PLOTS, seconds
-from search.runner import describe
+from search.record import TrialRecord, format_number
+from search.report import OPTUNA_PLOTS
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -37,22 +37,18 @@ def _link(path: Path, text: str) -> str:
     return f'<a href="{html.escape(path.name)}">{html.escape(text)}</a>'
 
 
-def _number(value, digits: int = 4) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "–"
-
-
 def top_table(trials: list[FrozenTrial]) -> str:
     """The top trials as an HTML table: metrics, size, time, settings and a link to the trial's folder."""
     head = ("rank", "trial", "val mDice", "test mDice", "test mIoU", "epochs", "params (M)", "seconds")
     rows = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + '<th class="text">settings</th>'
             '<th class="text">outputs</th></tr>']
-    for rank, trial in enumerate(trials, start=1):
-        attrs = trial.user_attrs
-        test = attrs.get("test") or {}
-        cells = (rank, trial.number, _number(trial.value), _number(test.get("mdice")), _number(test.get("miou")),
-                 attrs.get("epochs_run", "–"), _number((attrs.get("parameters") or 0) / 1e6, 2), _number(seconds(trial), 1))
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + f'<td class="text">{html.escape(describe(trial))}</td>'
-                    f'<td class="text"><a href="../trial-{trial.number}/">trial-{trial.number}/</a></td></tr>')
+    for rank, record in enumerate(map(TrialRecord.of, trials), start=1):
+        cells = (rank, record.number, format_number(record.value, missing="–"),
+                 format_number(record.test.get("mdice"), missing="–"), format_number(record.test.get("miou"), missing="–"),
+                 "–" if record.epochs_run is None else record.epochs_run,
+                 format_number((record.parameters or 0) / 1e6, 2), format_number(record.seconds, 1, missing="–"))
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + f'<td class="text">{html.escape(record.describe())}</td>'
+                    f'<td class="text"><a href="../trial-{record.number}/">trial-{record.number}/</a></td></tr>')
     return "\n".join(rows) + "</table>"
 
 

@@ -30,8 +30,8 @@ from search.cli import (
 )
 from search.notes import write_note
 from search.objective import Objective
-from search.runner import describe, print_trial, run_until
-from search.samplers import build_sampler
+from search.record import TrialRecord
+from search.runner import print_trial, run_until
 from search.storage import command_url, password_hint, safe_url
 
 
@@ -45,10 +45,9 @@ def summary_table(session: Session, top: int = 5) -> str:
     lines = [f"study {session.spec.name}: {states[TrialState.COMPLETE]} complete, {states[TrialState.PRUNED]} pruned, "
              f"{states[TrialState.FAIL]} failed  (storage {safe_url(session.storage_url)})",
              f"{'trial':>5}  {'val mDice':>9}  {'test mDice':>10}  {'test mIoU':>9}  config / outputs"]
-    for t in trials[:top]:
-        test = t.user_attrs.get("test") or {}
-        lines.append(f"{t.number:>5}  {t.value:>9.4f}  {test.get('mdice', float('nan')):>10.4f}  "
-                     f"{test.get('miou', float('nan')):>9.4f}  {describe(t)}\n{'':>40}{t.user_attrs.get('output_dir', '')}")
+    for record in map(TrialRecord.of, trials[:top]):
+        lines.append(f"{record.number:>5}  {record.value:>9.4f}  {record.test.get('mdice', float('nan')):>10.4f}  "
+                     f"{record.test.get('miou', float('nan')):>9.4f}  {record.describe()}\n{'':>40}{record.output_dir}")
     return "\n".join(lines)
 
 
@@ -86,14 +85,11 @@ def main(argv: list[str] | None = None) -> int:
           f"worker pid {os.getpid()}", flush=True)
     for note in data.notes():
         print(note, flush=True)
-    given = {"epochs": args.epochs, "device": args.device}
-    overrides = {"image_size": spec.base.image_size, **{k: getattr(spec.base, k) for k, v in given.items() if v is not None}}
-    objective = Objective(spec, data, session.run_dir, overrides=overrides, trainer=trainer, verbose=not args.quiet,
-                          after_trial=[write_note])
+    objective = Objective(spec, data, session.run_dir, trainer=trainer, verbose=not args.quiet, after_trial=[write_note])
     try:
         outcome = run_until(session.study, objective, args.n_trials, session.storage, timeout=args.timeout,
                             callbacks=[print_trial],
-                            sampler_for=lambda number: build_sampler(spec.run.sampler, spec, spec.run.seed + number))
+                            sampler_for=session.sampler_for)
     except KeyboardInterrupt:
         print("\ninterrupted: the running trial is marked FAIL; run the same command again to resume.", file=sys.stderr)
         return 130

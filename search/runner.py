@@ -10,10 +10,10 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.record import TrialRecord, format_number
 from search.storage import StudyLock
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-KEY_PARAMS = ("arch", "encoder", "encoder_depth", "lr", "batch_size", "loss", "optimizer")
 
 
 def count_states(study: optuna.Study, trial_filter: Callable[[FrozenTrial], bool] | None = None
@@ -26,32 +26,22 @@ def count_states(study: optuna.Study, trial_filter: Callable[[FrozenTrial], bool
     return counts
 
 
-def describe(trial: FrozenTrial) -> str:
-    """A short "key=value" list of the trial's config."""
-    config = trial.user_attrs.get("config") or trial.params
-    parts = []
-    for key in KEY_PARAMS:
-        if key in config:
-            value = config[key]
-            parts.append(f"{key}={value:.2e}" if isinstance(value, float) else f"{key}={value}")
-    return " ".join(parts)
-
-
 def trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
     """One line per finished trial: number, state, value, best so far, key params, time and overhead."""
-    value = f"{trial.value:.4f}" if trial.value is not None else "-"
-    if trial.state == TrialState.PRUNED and trial.intermediate_values:
-        value = f"pruned at epoch {max(trial.intermediate_values)} ({trial.intermediate_values[max(trial.intermediate_values)]:.4f})"
+    record = TrialRecord.of(trial)
+    value = format_number(record.value, missing="-")
+    if record.state == TrialState.PRUNED and record.intermediate:
+        last = max(record.intermediate)
+        value = f"pruned at epoch {last} ({record.intermediate[last]:.4f})"
     try:
         best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
     except ValueError:
         best = "best -"
-    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete else 0.0
-    overhead = trial.user_attrs.get("overhead_seconds")
+    seconds, overhead = record.seconds or 0.0, record.overhead_seconds
     extra = f", overhead {overhead:.1f} s ({100 * overhead / max(seconds, 1e-9):.1f}%)" if overhead is not None else ""
-    reason = f"  reason: {trial.user_attrs.get('fail_reason', '')}" if trial.state == TrialState.FAIL else ""
-    retry = f" (retry of trial {trial.user_attrs['retry_of']})" if "retry_of" in trial.user_attrs else ""
-    return (f"trial {trial.number}{retry} {trial.state.name} value {value} | {best} | {describe(trial)} | "
+    reason = f"  reason: {record.fail_reason}" if record.state == TrialState.FAIL else ""
+    retry = f" (retry of trial {record.retry_of})" if record.retry_of is not None else ""
+    return (f"trial {record.number}{retry} {record.state.name} value {value} | {best} | {record.describe()} | "
             f"{seconds:.1f} s{extra}{reason}")
 
 
@@ -60,11 +50,13 @@ def print_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     print(trial_line(study, trial), flush=True)
 
 
-def _optimize_one(study: optuna.Study, objective: Callable, callbacks: list) -> None:
-    """Runs one trial; one that another worker marked failed meanwhile (late heartbeat) is given up."""
+def _optimize_one(study: optuna.Study, objective: Callable, callbacks: list, on_start: Callable[[], None]) -> None:
+    """Runs one trial, calling `on_start` once it exists; one that another worker marked failed meanwhile (late
+    heartbeat) is given up."""
     started: list[int] = []
 
     def tracked(trial: optuna.trial.Trial) -> float:
+        on_start()
         started.append(trial.number)
         return objective(trial)
 
@@ -72,7 +64,7 @@ def _optimize_one(study: optuna.Study, objective: Callable, callbacks: list) -> 
         study.optimize(tracked, n_trials=1, catch=(Exception,), callbacks=callbacks)
     except Exception:  # Optuna cannot tell a trial that is already FAIL (ValueError, or AssertionError)
         taken = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                 if t.number in started and "fail_reason" not in t.user_attrs]  # not a failure of its own
+                 if t.number in started and not TrialRecord.of(t).fail_reason]  # not a failure of its own
         if not taken:
             raise
         print(f"trial {taken[0].number}: another worker marked it failed because its heartbeat was late "
@@ -92,7 +84,7 @@ def run_until(study: optuna.Study, objective: Callable, target: int, storage, ti
 
     Args:
         study: the study.
-        objective: an Objective; its `on_start` is set to release the lock once the trial exists.
+        objective: the objective (a callable taking the trial); the lock is released once the trial exists.
         target: finished trials the study must hold.
         storage: the RDB storage (for the lock).
         timeout: seconds after which no new trial starts.
@@ -124,8 +116,7 @@ def run_until(study: optuna.Study, objective: Callable, target: int, storage, ti
             if can_start:
                 if sampler_for is not None:
                     study.sampler = sampler_for(len(study.get_trials(deepcopy=False)))
-                objective.on_start = lock.release
-                _optimize_one(study, objective, callbacks or [])
+                _optimize_one(study, objective, callbacks or [], on_start=lock.release)
                 continue
             # Under the lock, so that two waiting workers never fail (and so retry) the same dead trial twice.
             with warnings.catch_warnings():

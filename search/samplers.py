@@ -7,7 +7,8 @@ from typing import Any
 
 import optuna
 
-from search.studies import PRUNERS, SAMPLERS, Range, StudySpec, sampler_pruner_problem
+from polyp.config import FIELDS, field_type
+from search.studies import PRUNERS, SAMPLERS, Range, StudyError, StudySpec, sampler_pruner_problem
 
 
 def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
@@ -20,7 +21,7 @@ def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
             grid[name] = [entry.low, math.sqrt(entry.low * entry.high), entry.high]
         else:
             grid[name] = [entry.low, (entry.low + entry.high) / 2, entry.high]
-        if isinstance(entry, Range) and spec.base.__dataclass_fields__[name].type in ("int", int):
+        if isinstance(entry, Range) and field_type(FIELDS[name]) is int:
             grid[name] = sorted({int(round(v)) for v in grid[name]})
     return grid
 
@@ -36,8 +37,14 @@ def build_sampler(name: str, spec: StudySpec, seed: int) -> optuna.samplers.Base
         "grid": lambda: optuna.samplers.GridSampler(grid_space(spec), seed=seed),
     }
     if name not in makers:
-        raise ValueError(f"sampler: {name!r} is not one of {', '.join(SAMPLERS)}")
+        raise StudyError(f"sampler: {name!r} is not one of {', '.join(SAMPLERS)}")
     return makers[name]()
+
+
+def seeded_sampler(spec: StudySpec, trial_number: int) -> optuna.samplers.BaseSampler:
+    """The study's sampler for trial `trial_number`, seeded with seed + number: workers started with the same
+    seed then sample different configs, and a study resumed or run again samples the same ones."""
+    return build_sampler(spec.run.sampler, spec, spec.run.seed + trial_number)
 
 
 def build_pruner(name: str, spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -46,7 +53,7 @@ def build_pruner(name: str, spec: StudySpec) -> optuna.pruners.BasePruner:
     Refuses a pruner the study's sampler cannot search under (gp learns from complete trials only).
     """
     if problem := sampler_pruner_problem(spec.run.sampler, name):
-        raise ValueError(f"--sampler/--pruner: {problem}")
+        raise StudyError(f"--sampler/--pruner: {problem}")
     warmup, epochs = spec.run.warmup_epochs, spec.base.epochs
     makers = {
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=spec.run.pruner_startup_trials,
@@ -57,5 +64,5 @@ def build_pruner(name: str, spec: StudySpec) -> optuna.pruners.BasePruner:
         "none": optuna.pruners.NopPruner,
     }
     if name not in makers:
-        raise ValueError(f"pruner: {name!r} is not one of {', '.join(PRUNERS)}")
+        raise StudyError(f"pruner: {name!r} is not one of {', '.join(PRUNERS)}")
     return makers[name]()

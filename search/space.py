@@ -18,14 +18,15 @@ from typing import Any
 
 import optuna
 
-from polyp.config import FIELDS, TrainConfig, parse_config
+from polyp.architectures import ARCHITECTURES
+from polyp.config import FIELDS, TrainConfig, field_type, parse_config
 from polyp.losses import parse_loss_spec
 from search.studies import Range, StudySpec
 
 _CONDITIONS = {
-    "decoder_attention": lambda chosen: chosen["arch"] in ("unet", "unetplusplus"),
-    "encoder": lambda chosen: chosen["arch"] != "attention_unet",
-    "encoder_weights": lambda chosen: chosen["arch"] != "attention_unet",
+    "decoder_attention": lambda chosen: ARCHITECTURES[chosen["arch"]].takes_decoder_attention,
+    "encoder": lambda chosen: ARCHITECTURES[chosen["arch"]].takes_encoder,
+    "encoder_weights": lambda chosen: ARCHITECTURES[chosen["arch"]].takes_encoder,
     "tversky_alpha": lambda chosen: "tversky" in _loss_names(chosen["loss"]),
     "tversky_beta": lambda chosen: "tversky" in _loss_names(chosen["loss"]),
     "focal_gamma": lambda chosen: "focal" in _loss_names(chosen["loss"]),
@@ -42,7 +43,7 @@ def _loss_names(spec: str) -> set[str]:
 def _suggest_one(trial: optuna.trial.BaseTrial, name: str, entry: list[Any] | Range) -> Any:
     if isinstance(entry, list):
         return trial.suggest_categorical(name, entry)
-    if FIELDS[name].type in ("int", int):
+    if field_type(FIELDS[name]) is int:
         return trial.suggest_int(name, int(entry.low), int(entry.high), step=int(entry.step or 1), log=entry.log)
     return trial.suggest_float(name, entry.low, entry.high, log=entry.log, step=entry.step)
 
@@ -65,8 +66,9 @@ def suggest(trial: optuna.trial.BaseTrial, spec: StudySpec) -> TrainConfig:
         if condition is not None and not condition(chosen):
             continue
         values[name] = chosen[name] = _suggest_one(trial, name, spec.space[name])
-    if chosen["arch"] not in ("unet", "unetplusplus"):
+    architecture = ARCHITECTURES[chosen["arch"]]
+    if not architecture.takes_decoder_attention:
         values["decoder_attention"] = "none"
-    if chosen["arch"] == "attention_unet":
+    if not architecture.takes_encoder:  # no ImageNet weights for it; a weights file still works
         values["encoder_weights"] = "none" if spec.base.encoder_weights == "imagenet" else spec.base.encoder_weights
     return parse_config(values, base=spec.base)

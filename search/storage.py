@@ -20,12 +20,14 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from polyp.errors import PolypError
+
 SQLITE_BUSY_TIMEOUT_S = 120  # a second SQLite worker waits this long for a write lock instead of failing
 CONNECT_TIMEOUT_S = 10  # an unreachable PostgreSQL server is reported after this long instead of hanging
 CREATION_LOCK_KEY = 0x706F6C79705F6462  # pg advisory lock held while the tables are created ("polyp_db")
 
 
-class StorageError(ValueError):
+class StorageError(PolypError):
     """A storage URL that is malformed or a database that cannot be reached."""
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polyp.config import FIELDS, ConfigError, TrainConfig, parse_config
+from polyp.config import FIELDS, ConfigError, TrainConfig, check_image_size, field_type, parse_config
+from polyp.errors import PolypError
 from polyp.models import is_buildable
 
 if sys.version_info >= (3, 11):
@@ -35,7 +36,7 @@ SAMPLERS = ("tpe", "random", "gp", "grid")
 PRUNERS = ("median", "hyperband", "sha", "none")
 
 
-class StudyError(ValueError):
+class StudyError(PolypError):
     """A study definition that cannot be used; the message names the file and key."""
 
 
@@ -77,6 +78,7 @@ class StudySpec:
     base: TrainConfig
     space: dict[str, list[Any] | Range] = field(default_factory=dict)
     source: str = ""
+    forced: dict[str, Any] = field(default_factory=dict)  # training settings a command line forces on every trial
 
 
 def validate_study_name(name: str) -> str:
@@ -157,7 +159,7 @@ def _space_entry(key: str, value: Any, base: TrainConfig, where: str) -> list[An
         unknown = set(value) - {"low", "high", "log", "step"}
         if unknown or not {"low", "high"} <= set(value):
             raise StudyError(f"{where}[space].{key}: a range needs low and high (and optionally log, step)")
-        if FIELDS[key].type not in ("int", "float", int, float):
+        if field_type(FIELDS[key]) not in (int, float):
             raise StudyError(f"{where}[space].{key}: a range only works for numeric fields")
         span = Range(float(value["low"]), float(value["high"]), bool(value.get("log", False)), value.get("step"))
         if not span.low < span.high or (span.log and span.low <= 0):
@@ -168,7 +170,7 @@ def _space_entry(key: str, value: Any, base: TrainConfig, where: str) -> list[An
                              f"combined with log = true")
         for bound in (span.low, span.high):
             try:
-                parse_config({key: int(bound) if FIELDS[key].type in ("int", int) else bound}, base=base)
+                parse_config({key: int(bound) if field_type(FIELDS[key]) is int else bound}, base=base)
             except ConfigError as error:
                 raise StudyError(f"{where}[space].{key}: bound {bound} is invalid: {error}") from None
         return span
@@ -181,11 +183,9 @@ def _check_combinations(spec: StudySpec, where: str) -> None:
     if any(isinstance(c, Range) for c in choices.values()):
         raise StudyError(f"{where}[space]: arch, encoder and encoder_depth must be lists of choices")
     for arch, encoder, depth in itertools.product(*choices.values()):
-        cfg = dataclasses.replace(spec.base, arch=arch, encoder=encoder, encoder_depth=depth, decoder_attention="none") \
-            if spec.base.image_size % 2**depth == 0 else None
-        if cfg is None:
-            raise StudyError(f"{where}[train].image_size: {spec.base.image_size} is not a multiple of 2**{depth} "
-                             f"(encoder_depth {depth} is in the space)")
+        if problem := check_image_size(spec.base.image_size, depth):
+            raise StudyError(f"{where}[train].image_size: {problem} (encoder_depth {depth} is in the space)")
+        cfg = dataclasses.replace(spec.base, arch=arch, encoder=encoder, encoder_depth=depth, decoder_attention="none")
         if not is_buildable(cfg):
             raise StudyError(f"{where}[space]: {arch} with encoder {encoder} at depth {depth} cannot be built; "
                              f"remove one of them from the space")

@@ -24,7 +24,7 @@ from polyp.io import write_json
 from polyp.models import build_model
 from polyp.predict import main as predict_main
 from polyp.train.__main__ import main as train_main
-from polyp.train.__main__ import write_history
+from polyp.train.history import write_history
 from search.run import main as run_main
 
 STUDY = "badinput"

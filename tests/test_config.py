@@ -6,10 +6,14 @@ import csv
 import dataclasses
 import io
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from polyp.config import ConfigError, TrainConfig, load_config, parse_config
+from polyp.architectures import ARCHITECTURES
+from polyp.config import ARCHS, ConfigError, TrainConfig, check_image_size, load_config, parse_config
 
 
 def test_parse_config_coerces_strings_of_a_csv_row():
@@ -83,6 +87,31 @@ def test_image_size_must_fit_the_encoder_depth():
     assert parse_config({"image_size": 40, "encoder_depth": 3}).image_size == 40
     with pytest.raises(ConfigError, match=r"image_size: 40 is not a multiple of 2\*\*encoder_depth = 16"):
         parse_config({"image_size": 40, "encoder_depth": 4})
+
+
+@pytest.mark.parametrize(("image_size", "depth", "problem"), [
+    (96, 5, None),
+    (40, 3, None),
+    (40, 4, "40 is not a multiple of 2**encoder_depth = 16; use e.g. 32"),
+    (50, 4, "50 is not a multiple of 2**encoder_depth = 16; use e.g. 48"),
+    (20, 5, "20 is not a multiple of 2**encoder_depth = 32; use e.g. 32"),
+])
+def test_check_image_size_names_the_stride_and_a_size_that_fits(image_size, depth, problem):
+    assert check_image_size(image_size, depth) == problem
+
+
+def test_the_config_offers_exactly_the_registered_architectures():
+    assert ARCHS == tuple(ARCHITECTURES)
+
+
+def test_the_config_imports_without_torch():
+    code = "import sys, polyp.config; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    root = Path(__file__).resolve().parents[1]
+
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_constructor_refuses_wrong_types_too():

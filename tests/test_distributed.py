@@ -249,12 +249,10 @@ class LrObjective:
     """A stand-in objective for `run_until`: suggests lr and returns it, recording which trials ran."""
 
     def __init__(self, take_over_first: RDBStorage | None = None):
-        self.on_start = None
         self.ran: list[int] = []
         self.take_over_first = take_over_first
 
     def __call__(self, trial: optuna.trial.Trial) -> float:
-        self.on_start()
         self.ran.append(trial.number)
         lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
         if self.take_over_first is not None and len(self.ran) == 1:  # what another worker does to a late trial

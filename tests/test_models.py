@@ -6,8 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from polyp.architectures import ARCHITECTURES
 from polyp.config import ARCHS, ConfigError, TrainConfig
-from polyp.models import build_model, count_parameters, is_buildable
+from polyp.models import MODEL_CLASSES, build_model, count_parameters, is_buildable
 
 
 def forward_shape(cfg: TrainConfig, size: int = 64) -> tuple[int, ...]:
@@ -51,6 +52,8 @@ def test_scse_decoder_attention_on_unet():
     ("changes", "message"),
     [
         ({"arch": "linknet", "decoder_attention": "scse"}, "decoder_attention: linknet has no decoder attention"),
+        ({"arch": "attention_unet", "decoder_attention": "scse"},
+         "decoder_attention: attention_unet has no decoder attention; scse works with unet, unetplusplus"),
         ({"arch": "unetplusplus", "encoder": "mit_b0"}, "encoder: .*unetplusplus does not support mit_b0"),
         ({"arch": "unet", "encoder": "mit_b0", "encoder_depth": 4}, "encoder_depth: mit_b0 exists only with depth 5"),
         ({"arch": "attention_unet", "encoder_weights": "imagenet"}, "encoder_weights: attention_unet has no ImageNet"),
@@ -63,6 +66,17 @@ def test_unbuildable_combinations_are_refused_with_the_reason(changes, message):
     assert not is_buildable(cfg)
     with pytest.raises(ConfigError, match=message):
         build_model(cfg)
+
+
+def test_every_registered_architecture_has_a_model_class():
+    assert set(MODEL_CLASSES) == set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_decoder_attention_is_accepted_exactly_where_the_registry_says(arch):
+    cfg = TrainConfig(arch=arch, encoder="resnet18", encoder_depth=3, image_size=64, decoder_attention="scse")
+
+    assert is_buildable(cfg) == ARCHITECTURES[arch].takes_decoder_attention
 
 
 def encoder_weights_config(path) -> TrainConfig:

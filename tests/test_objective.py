@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from optuna.trial import TrialState
 from search_fixtures import fast_pictures, search_cache, tiny_spec  # noqa: F401
 
+from search.forced import with_command_line
 from search.notes import write_note
 from search.objective import Objective
 from search.storage import default_storage_url, open_storage
@@ -71,9 +73,12 @@ def test_completed_trial_value_attributes_and_files(synthetic_data, tmp_path: Pa
 
 
 @pytest.mark.usefixtures("fast_pictures")
-def test_overrides_beat_the_sampled_config(synthetic_data, tmp_path: Path):
+def test_forced_settings_beat_the_sampled_config(synthetic_data, tmp_path: Path):
+    spec = tiny_spec(epochs=[3, 4])  # epochs is searched, and the command line forces 2
+    spec = with_command_line(spec, argparse.Namespace(epochs=2, image_size=None, device=None))
     study = _memory_study()
-    study.optimize(_objective(synthetic_data, tmp_path, overrides={"epochs": 2}), n_trials=1)
+    study.optimize(_objective(synthetic_data, tmp_path, spec=spec), n_trials=1)
+    assert study.trials[0].params["epochs"] in (3, 4), "the sampler chose a value"
     assert study.trials[0].user_attrs["config"]["epochs"] == 2
     assert len(study.trials[0].user_attrs["history"]) == 2
 

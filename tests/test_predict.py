@@ -16,8 +16,11 @@ import polyp.train.__main__
 from polyp.checkpoint import load_checkpoint, save_checkpoint
 from polyp.config import TrainConfig
 from polyp.data import Split, read_mask, write_synthetic
+from polyp.images import binary_mask, write_image
 from polyp.metrics import dice_iou
 from polyp.models import build_model
+from polyp.plots import predict_masks
+from polyp.runtime import Normalizer
 
 IMAGE_SIZE = 40  # the originals' side: deliberately not the model's 32 px input
 
@@ -157,3 +160,35 @@ def test_predict_scores_true_masks_saved_as_0_and_1(checkpoint, photos, tmp_path
     assert f"true masks in {truths}: 0/1 (threshold 1)" in printed
     dices = [float(d) for d in re.findall(r"  dice (\S+)  iou", printed)]
     assert dices == [1.0, 1.0, 1.0]
+
+
+def test_binary_mask_counts_the_threshold_itself_as_polyp():
+    probability = np.array([[0.0, 0.4999], [0.5, 1.0]], np.float32)
+
+    assert binary_mask(probability).tolist() == [[0, 0], [1, 1]]
+    assert binary_mask(probability, threshold=0.9).tolist() == [[0, 0], [0, 1]]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_written_images_read_back_as_rgb(suffix, tmp_path):
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[..., 0] = 200  # red: a channel swap would show
+
+    written = write_image(tmp_path / f"red{suffix}", image)
+
+    back = cv2.cvtColor(cv2.imread(str(written)), cv2.COLOR_BGR2RGB)
+    assert np.abs(back.astype(int) - image).max() <= 2  # JPEG at quality 95 is near-exact on a flat colour
+
+
+def test_predict_masks_of_the_sheets_match_a_plain_float32_forward_pass(checkpoint, synthetic_data):
+    model, _ = load_checkpoint(checkpoint)
+    images = synthetic_data.test
+    with torch.no_grad():
+        logits = model(Normalizer(torch.device("cpu"), channels_last=False)(
+            torch.from_numpy(images.images).permute(0, 3, 1, 2)))
+    expected = (torch.sigmoid(logits)[:, 0] >= 0.5).numpy().astype(np.uint8)
+
+    masks = predict_masks(model, images)
+
+    assert masks.dtype == np.uint8 and masks.shape == expected.shape
+    assert np.array_equal(masks, expected)

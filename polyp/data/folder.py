@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from polyp.errors import PolypError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_NAME_SUFFIXES = ("_mask", "_segmentation")
 OS_LEFTOVERS = ("thumbs.db", "desktop.ini", ".ds_store")  # lower-case names Windows and macOS write into folders
 
 
-class DataError(ValueError):
+class DataError(PolypError):
     """A data folder that cannot be used; the message names every offending file."""
 
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from polyp.io import atomic_path
+from polyp.errors import PolypError
+from polyp.images import write_image
+from polyp.io import make_folder
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, scale: int) -> np.ndarray:
@@ -85,12 +88,8 @@ def write_synthetic(out: str | Path, count: int = 40, size: int = 64, seed: int 
     for index in range(count):
         image, mask = make_sample(seed * 1_000_003 + index, size)
         stem = f"synth_{index:04d}"
-        for path, array in ((out / "images" / f"{stem}.jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR)),
-                            (out / "masks" / f"{stem}.png", mask * 255)):
-            with atomic_path(path) as temporary:
-                params = [cv2.IMWRITE_JPEG_QUALITY, 95] if path.suffix == ".jpg" else []
-                ok, encoded = cv2.imencode(path.suffix, array, params)
-                temporary.write_bytes(encoded.tobytes())
+        write_image(out / "images" / f"{stem}.jpg", image)
+        write_image(out / "masks" / f"{stem}.png", mask * 255)
     return out
 
 
@@ -104,16 +103,22 @@ def synthetic_folder(cache_root: str | Path, count: int = 40, size: int = 64, se
     return folder
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to write images/ and masks/ into")
     parser.add_argument("--count", type=int, default=40, help="number of images")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    try:
+        make_folder(args.out, "--out")
+    except PolypError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     folder = write_synthetic(args.out, args.count, args.size, args.seed)
     print(f"wrote {args.count} synthetic images and masks to {folder}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

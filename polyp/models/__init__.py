@@ -1,4 +1,4 @@
-"""Model registry: segmentation-models-pytorch architectures and our Attention U-Net.
+"""Model registry: the model class of every architecture in `polyp.architectures`, and the checks of a config.
 
 Example:
     >>> from polyp.config import TrainConfig
@@ -14,10 +14,11 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
+from polyp.architectures import ARCHITECTURES
 from polyp.config import ConfigError, TrainConfig
 from polyp.models.attention_unet import AttentionUNet
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {
+MODEL_CLASSES: dict[str, type[nn.Module]] = {  # one per name in polyp.architectures.ARCHITECTURES
     "unetplusplus": smp.UnetPlusPlus,
     "linknet": smp.Linknet,
     "unet": smp.Unet,
@@ -32,30 +33,33 @@ ENCODERS = (
 )
 _DEPTH5_ONLY = {"mit_b0"}  # mix-transformer encoders have no shallower variants in smp
 _UNSUPPORTED = {("unetplusplus", "mit_b0"), ("linknet", "mit_b0")}  # smp refuses these pairs
-_ATTENTION_ARCHS = {"unet", "unetplusplus"}  # archs with a decoder_attention_type argument
 _DECODER_CHANNELS = (256, 128, 64, 32, 16)
+_TAKE_DECODER_CHANNELS = {"unet", "unetplusplus", "manet"}  # smp classes with a decoder_channels argument
 
 
 def check_buildable(cfg: TrainConfig) -> None:
     """Raises ConfigError saying why `cfg` names a model that cannot be built."""
     if cfg.arch not in ARCHITECTURES:
         raise ConfigError(f"arch: {cfg.arch!r} is not one of {', '.join(ARCHITECTURES)}")
-    if cfg.arch == "attention_unet":
-        if cfg.encoder_weights == "imagenet":
-            raise ConfigError("encoder_weights: attention_unet has no ImageNet encoder; use none or a weights file")
-        if cfg.decoder_attention != "none":
-            raise ConfigError("decoder_attention: attention_unet already gates its skips; use none")
-        return
+    architecture = ARCHITECTURES[cfg.arch]
+    if architecture.takes_encoder:
+        _check_encoder(cfg)
+    elif cfg.encoder_weights == "imagenet":
+        raise ConfigError(f"encoder_weights: {cfg.arch} has no ImageNet encoder; use none or a weights file")
+    if cfg.decoder_attention != "none" and not architecture.takes_decoder_attention:
+        takers = sorted(name for name, arch in ARCHITECTURES.items() if arch.takes_decoder_attention)
+        raise ConfigError(f"decoder_attention: {cfg.arch} has no decoder attention; "
+                          f"{cfg.decoder_attention} works with {', '.join(takers)}")
+
+
+def _check_encoder(cfg: TrainConfig) -> None:
+    """Raises ConfigError when `cfg.encoder` at `cfg.encoder_depth` does not exist for `cfg.arch` in smp."""
     if cfg.encoder not in ENCODERS:
         raise ConfigError(f"encoder: {cfg.encoder!r} is not one of {', '.join(ENCODERS)}")
     if (cfg.arch, cfg.encoder) in _UNSUPPORTED:
         raise ConfigError(f"encoder: segmentation-models-pytorch's {cfg.arch} does not support {cfg.encoder}")
     if cfg.encoder in _DEPTH5_ONLY and cfg.encoder_depth != 5:
         raise ConfigError(f"encoder_depth: {cfg.encoder} exists only with depth 5, not {cfg.encoder_depth}")
-    if cfg.decoder_attention != "none" and cfg.arch not in _ATTENTION_ARCHS:
-        raise ConfigError(
-            f"decoder_attention: {cfg.arch} has no decoder attention; scse works with {', '.join(sorted(_ATTENTION_ARCHS))}"
-        )
 
 
 def is_buildable(cfg: TrainConfig) -> bool:
@@ -70,13 +74,14 @@ def is_buildable(cfg: TrainConfig) -> bool:
 def model_kwargs(cfg: TrainConfig) -> dict:
     """The constructor arguments of `cfg`'s architecture, decoder channels derived from the depth."""
     depth = cfg.encoder_depth
-    if cfg.arch == "attention_unet":
+    architecture = ARCHITECTURES[cfg.arch]
+    if not architecture.takes_encoder:
         return {"encoder_depth": depth, "in_channels": 3, "classes": 1}
     kwargs = {"encoder_name": cfg.encoder, "encoder_depth": depth, "encoder_weights": None,
               "in_channels": 3, "classes": 1}
-    if cfg.arch in ("unet", "unetplusplus", "manet"):
+    if cfg.arch in _TAKE_DECODER_CHANNELS:
         kwargs["decoder_channels"] = list(_DECODER_CHANNELS[:depth])
-    if cfg.arch in _ATTENTION_ARCHS and cfg.decoder_attention != "none":
+    if architecture.takes_decoder_attention and cfg.decoder_attention != "none":
         kwargs["decoder_attention_type"] = cfg.decoder_attention
     if cfg.arch == "fpn":
         kwargs["upsampling"] = 2 ** (depth - 3)  # FPN's head sits at stride 2**(depth-3)
@@ -99,7 +104,7 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     kwargs = model_kwargs(cfg)
     if cfg.encoder_weights == "imagenet":
         kwargs["encoder_weights"] = "imagenet"
-    model = ARCHITECTURES[cfg.arch](**kwargs)
+    model = MODEL_CLASSES[cfg.arch](**kwargs)
     if cfg.encoder_weights not in ("none", "imagenet"):
         load_encoder_weights(model, cfg.encoder_weights)
     if cfg.encoder_weights == "imagenet":

@@ -8,8 +8,8 @@ import sys
 
 import uvicorn
 
-from polyp.checkpoint import CheckpointError
-from polyp.data import DataError, resolve_data_dir
+from polyp.data import resolve_data_dir
+from polyp.errors import PolypError
 from polyp.predict import Predictor
 from polyp.serve.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
 from polyp.serve.examples import MAX_EXAMPLES, list_examples
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor, info = Predictor.from_folder(args.model, args.device)
         examples = list_examples(resolve_data_dir(args.examples) if args.examples else None)
-    except (CheckpointError, DataError) as error:
+    except PolypError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not _is_loopback(args.host):

@@ -10,18 +10,18 @@ from typing import Any
 import numpy as np
 
 from polyp.gradcam import gradcam_image
-from polyp.predict import Predictor, overlay
-from polyp.serve.uploads import png_bytes
+from polyp.images import MASK_THRESHOLD, binary_mask, encode_image, overlay
+from polyp.predict import Predictor
 
 
 def _base64_png(array: np.ndarray) -> str:
-    return base64.b64encode(png_bytes(array)).decode("ascii")
+    return base64.b64encode(encode_image(array)).decode("ascii")
 
 
 class ModelRunner:
     """Runs a Predictor on one image at a time (Grad-CAM hooks the model, so requests must not overlap)."""
 
-    def __init__(self, predictor: Predictor, threshold: float = 0.5):
+    def __init__(self, predictor: Predictor, threshold: float = MASK_THRESHOLD):
         self.predictor = predictor
         self.threshold = threshold
         self._lock = threading.Lock()
@@ -42,7 +42,7 @@ class ModelRunner:
             started = time.perf_counter()
             probability = self.predictor.probabilities([image])[0]
             inference_ms = (time.perf_counter() - started) * 1000
-            mask = (probability >= self.threshold).astype(np.uint8)
+            mask = binary_mask(probability, self.threshold)
             result: dict[str, Any] = {
                 "width": int(image.shape[1]), "height": int(image.shape[0]),
                 "area_fraction": float(mask.mean()), "inference_ms": round(inference_ms, 2),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from polyp.errors import PolypError
+
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ACCEPTED_CONTENT_TYPES = ("image/jpeg", "image/jpg", "image/pjpeg", "image/png", "application/octet-stream", "")
@@ -17,7 +19,7 @@ MAX_PIXELS = 40_000_000  # decoded width * height; a small compressed file can c
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-class ImageRejected(ValueError):
+class ImageRejected(PolypError):
     """An upload that is not served; `status` is the HTTP status code to answer with."""
 
     def __init__(self, status: int, detail: str):
@@ -112,12 +114,3 @@ def decode_upload(data: bytes, content_type: str | None, max_bytes: int, max_pix
     if image.shape[0] * image.shape[1] > max_pixels:
         raise ImageRejected(413, f"the image is {image.shape[1]}x{image.shape[0]} pixels; the limit is {max_pixels:,} pixels")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def png_bytes(rgb_or_gray: np.ndarray) -> bytes:
-    """PNG encoding of an RGB or greyscale uint8 array."""
-    array = cv2.cvtColor(rgb_or_gray, cv2.COLOR_RGB2BGR) if rgb_or_gray.ndim == 3 else rgb_or_gray
-    ok, encoded = cv2.imencode(".png", array)
-    if not ok:
-        raise RuntimeError("could not encode a PNG")
-    return encoded.tobytes()

@@ -9,42 +9,21 @@ Example:
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
-from pathlib import Path
 
 from polyp.checkpoint import save_checkpoint
-from polyp.config import FIELDS, ConfigError, TrainConfig, load_config, parse_config
-from polyp.data import DataError, Split, prepare_data
-from polyp.io import atomic_path, write_json
+from polyp.config import load_config
+from polyp.data import Split, prepare_data
+from polyp.errors import PolypError
+from polyp.io import make_folder, write_json
+from polyp.runtime import resolve_device
+from polyp.train.history import write_history
 from polyp.train.loop import TrainResult, check_validation, fit
+from polyp.train.options import config_arguments, config_from_args
 from polyp.train.reporter import PrintReporter, Reporters, TensorBoardReporter
 
 
-def config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds one optional --flag per TrainConfig field (e.g. --encoder-depth), default: unset."""
-    group = parser.add_argument_group("training config (defaults from polyp.config.TrainConfig)")
-    for name, field in FIELDS.items():
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg_{name}", default=None,
-                           help=f"default {field.default!r}")
-
-
-def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """The TrainConfig of the --flags that were given, over `base`."""
-    given = {name: getattr(args, f"cfg_{name}") for name in FIELDS if getattr(args, f"cfg_{name}") is not None}
-    return parse_config(given, base)
-
-
-def write_history(path: Path, history: list[dict]) -> None:
-    """Writes the per-epoch history as CSV, atomically."""
-    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
-        if history:
-            writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-            writer.writeheader()
-            writer.writerows(history)
-
-
-def summary(result: TrainResult) -> dict:
+def _summary(result: TrainResult) -> dict:
     """The JSON-able facts of a run: status, best epoch, metrics, speed."""
     return {"status": result.status, "reason": result.reason, "best_epoch": result.best_epoch,
             "val": result.best_val, "test": result.test, "parameters": result.parameters,
@@ -66,16 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tensorboard", action="store_true", help="also log to <out>/tensorboard")
     config_arguments(parser)
     args = parser.parse_args(argv)
-    out = Path(args.out)
     try:
         cfg = config_from_args(args, load_config(args.config) if args.config else None)
+        resolve_device(cfg.device)
         data = prepare_data(args.data, cfg.image_size, args.split_seed, args.val_fraction, args.test_fraction,
                             args.test_list, Split.load(args.split) if args.split else None)
         check_validation(cfg, len(data.val))
-    except (ConfigError, DataError, ValueError) as error:
+        out = make_folder(args.out, "--out")
+    except PolypError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
     data.split.save(out / "split.json")
     print(data.describe(cfg.image_size))
     for note in data.notes():
@@ -84,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                            TensorBoardReporter(out / "tensorboard") if args.tensorboard else None])
     result = fit(cfg, data, reporters)
     write_history(out / "history.csv", result.history)
-    facts = summary(result)
+    facts = _summary(result)
     write_json(out / "result.json", facts)
     if result.best_epoch:
         save_checkpoint(result.model, cfg, out / "checkpoint", {"metrics": {"val": result.best_val, "test": result.test},

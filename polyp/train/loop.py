@@ -6,7 +6,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from polyp.config import TrainConfig
+from polyp.config import ConfigError, TrainConfig
 from polyp.data import ImageSet, PolypData, SegmentationDataset
 from polyp.losses import build_loss
 from polyp.metrics import METRIC_NAMES, SegmentationCounts
@@ -43,7 +43,6 @@ class TrainResult:
     parameters: int  # trainable parameters
     seconds: float  # wall time of the whole run
     reason: str = ""  # why it stopped early, if it did
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def images_per_second(self) -> float:
@@ -137,13 +136,13 @@ def evaluate(step: TrainStep, images: ImageSet, batch_size: int) -> dict[str, fl
 
 
 def check_validation(cfg: TrainConfig, val_images: int) -> None:
-    """Raises ValueError when `cfg` needs validation images (plateau schedule, early stopping) and there are none."""
+    """Raises ConfigError when `cfg` needs validation images (plateau schedule, early stopping) and there are none."""
     if val_images:
         return
     if cfg.schedule == "plateau":
-        raise ValueError("schedule 'plateau' needs validation images; the split has none (val fraction 0)")
+        raise ConfigError("schedule 'plateau' needs validation images; the split has none (val fraction 0)")
     if cfg.early_stop_patience:
-        raise ValueError("early_stop_patience needs validation images; the split has none (val fraction 0)")
+        raise ConfigError("early_stop_patience needs validation images; the split has none (val fraction 0)")
 
 
 def fit(cfg: TrainConfig, data: PolypData, reporter: Reporter | None = None, evaluate_test: bool = True) -> TrainResult:

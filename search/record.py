@@ -1,0 +1,192 @@
+"""A trial's record: the user attributes the objective and the replay write, and every command reads.
+
+Optuna keeps a trial's number, state, value, params and reported values. Everything else this project
+knows about a trial lives in its user attributes, under the keys below; this module is the only one that
+names them. Writers are the functions `record_*` (the objective, the replay); readers take a
+`TrialRecord` (`TrialRecord.of(trial)`), the one typed view of a finished or running trial.
+
+Keys (user attribute: what it holds):
+    worker: "host:pid" of the worker that ran the trial.
+    retry_of: the number of the trial this one repeats after that trial's worker died.
+    config: the TrainConfig trained, as `TrainConfig.to_dict()`.
+    status: how training ended ("completed", "early_stopped", "stopped", "diverged").
+    reason: why training ended early ("" when it did not).
+    epochs_run: epochs trained.
+    best_epoch: the epoch whose weights were kept (0: none finished).
+    val, test: metrics at the best epoch (mdice, miou, dice_pooled, iou_pooled, precision, recall).
+    parameters: the model's parameter count.
+    images_per_second: training speed.
+    train_seconds: training time in seconds.
+    history: one dict per epoch (epoch, train_loss, val_loss, val_mdice, ...).
+    artifacts: {file name: Optuna artifact id} of the trial's files.
+    output_dir: the trial's folder.
+    overhead_seconds, overhead_fraction: time after training (files, artifacts, note), in seconds and as a
+        share of the trial.
+    fail_reason: why the trial failed.
+    csv_row, csv_values, csv_notes, csv_file: the spreadsheet row a replayed trial runs (its number, its
+        TrainConfig values, its notes cell, the file's name).
+
+Example:
+    >>> import optuna
+    >>> study = optuna.create_study()
+    >>> trial = study.ask()
+    >>> record_failure(trial, "diverged")
+    >>> TrialRecord.of(study.trials[0]).fail_reason
+    'diverged'
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from os import getpid
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from polyp.config import TrainConfig
+from polyp.train import TrainResult
+
+KEY_SETTINGS = ("arch", "encoder", "encoder_depth", "lr", "batch_size", "loss", "optimizer")  # a trial in one line
+AnyTrial = optuna.trial.Trial | FrozenTrial
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What the project knows about one trial: Optuna's fields and the record's user attributes."""
+
+    number: int
+    state: TrialState
+    value: float | None
+    params: dict[str, Any]
+    seconds: float | None  # wall time of a finished trial (None while it runs)
+    intermediate: dict[int, float]  # validation mDice reported per epoch
+    config: dict[str, Any] = field(default_factory=dict)
+    status: str | None = None
+    reason: str = ""
+    epochs_run: int | None = None
+    best_epoch: int | None = None
+    val: dict[str, float] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)
+    parameters: int | None = None
+    images_per_second: float | None = None
+    train_seconds: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    output_dir: str = ""
+    overhead_seconds: float | None = None
+    overhead_fraction: float | None = None
+    worker: str = ""
+    retry_of: int | None = None
+    fail_reason: str = ""
+    csv_row: int | None = None
+    csv_values: dict[str, Any] | None = None
+    csv_notes: str = ""
+    csv_file: str = ""
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> TrialRecord:
+        """The record of a stored trial (attributes it does not have take their defaults)."""
+        attrs = trial.user_attrs
+        known = {name: attrs[name] for name in _ATTRIBUTES if attrs.get(name) is not None}
+        return cls(trial.number, trial.state, trial.value, dict(trial.params), trial_seconds(trial),
+                   dict(trial.intermediate_values), **known)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs trained: the stored count, else the epochs reported so far."""
+        return self.epochs_run if self.epochs_run is not None else len(self.intermediate)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The trained config, or the sampled params while the trial has none stored."""
+        return self.config or self.params
+
+    def describe(self, keys: tuple[str, ...] = KEY_SETTINGS) -> str:
+        """A short "key=value" list of the trial's settings, e.g. "arch=linknet lr=1.00e-03"."""
+        return " ".join(f"{key}={format_setting(self.settings[key])}" for key in keys if key in self.settings)
+
+
+_ATTRIBUTES = tuple(name for name in TrialRecord.__dataclass_fields__
+                    if name not in ("number", "state", "value", "params", "seconds", "intermediate"))
+
+
+def trial_seconds(trial: FrozenTrial) -> float | None:
+    """Wall time of a finished trial in seconds, to the hundredth (None while it runs)."""
+    if trial.datetime_start is None or trial.datetime_complete is None:
+        return None
+    return round((trial.datetime_complete - trial.datetime_start).total_seconds(), 2)
+
+
+def format_setting(value: Any) -> str:
+    """A setting as the commands print it: floats in scientific notation (1.00e-03), the rest as they are."""
+    return f"{value:.2e}" if isinstance(value, float) else str(value)
+
+
+def format_number(value: Any, digits: int = 4, missing: str = "") -> str:
+    """A metric with `digits` decimals, or `missing` when there is none."""
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else missing
+
+
+def record_start(trial: optuna.trial.Trial, retry_of: int | None) -> None:
+    """Which worker runs the trial, and which trial it repeats (a retry after a dead worker)."""
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{getpid()}")
+    if retry_of is not None:
+        trial.set_user_attr("retry_of", retry_of)
+
+
+def record_config(trial: optuna.trial.Trial, config: TrainConfig) -> None:
+    """The config the trial trains."""
+    trial.set_user_attr("config", config.to_dict())
+
+
+def record_result(trial: optuna.trial.Trial, result: TrainResult) -> dict[str, Any]:
+    """How training went; returns the facts written (without the history), for notes and hooks."""
+    facts = {
+        "status": result.status, "reason": result.reason, "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch, "val": result.best_val, "test": result.test,
+        "parameters": result.parameters, "images_per_second": result.images_per_second,
+        "train_seconds": result.seconds,
+    }
+    for key, value in facts.items():
+        trial.set_user_attr(key, value)
+    trial.set_user_attr("history", result.history)
+    return facts
+
+
+def record_outputs(trial: optuna.trial.Trial, artifacts: dict[str, str], output_dir: str) -> None:
+    """The trial's artifact ids and folder."""
+    trial.set_user_attr("artifacts", artifacts)
+    trial.set_user_attr("output_dir", output_dir)
+
+
+def record_overhead(trial: optuna.trial.Trial, seconds: float, fraction: float) -> None:
+    """Time spent after training (files, artifacts, note)."""
+    trial.set_user_attr("overhead_seconds", seconds)
+    trial.set_user_attr("overhead_fraction", fraction)
+
+
+def record_failure(trial: optuna.trial.Trial, reason: str) -> None:
+    """Why the trial failed (kept short enough for any storage)."""
+    trial.set_user_attr("fail_reason", reason[:2000])
+
+
+def csv_row_attributes(number: int, values: dict[str, Any], notes: str, file_name: str) -> dict[str, Any]:
+    """The user attributes a replayed spreadsheet row is enqueued with."""
+    return {"csv_row": number, "csv_values": values, "csv_notes": notes, "csv_file": file_name}
+
+
+def trained_config(trial: AnyTrial) -> dict[str, Any]:
+    """The config a (running) trial trains, as stored by `record_config` ({} before)."""
+    return trial.user_attrs.get("config") or {}
+
+
+def artifact_ids(trial: AnyTrial) -> dict[str, str]:
+    """{file name: artifact id} of a (running) trial's uploaded files ({} before)."""
+    return trial.user_attrs.get("artifacts") or {}
+
+
+def csv_values(trial: AnyTrial) -> dict[str, Any] | None:
+    """The spreadsheet row's values a (running) trial must train, if it replays one."""
+    return trial.user_attrs.get("csv_values")
