@@ -19,10 +19,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from polyp.io import write_text
-from search.cli import USER_ERRORS, Session, add_study_options, fail, load_data, open_session
-from search.report import loss_curves_html, loss_curves_png, write_optuna_plots, write_trials_csv
-from search.report_html import ReportParts, index_html
-from search.report_sheets import gradcam_for, prediction_sheets
+from search.options import USER_ERRORS, add_study_options, fail
+from search.report.page import ReportParts, index_html
+from search.report.sheets import gradcam_for, prediction_sheets
+from search.report.trials import loss_curves_html, loss_curves_png, write_optuna_plots, write_trials_csv
+from search.session import Session, load_data, open_session
 from search.storage import safe_url
 
 NO_COMPLETE_TRIAL = 1  # exit status when the study has no complete trial to report on

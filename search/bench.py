@@ -23,7 +23,9 @@ from pathlib import Path
 import optuna
 
 from polyp.data import PolypData, prepare_data
-from search.cli import (
+from search.forced import apply_forced, with_command_line
+from search.objective import Objective
+from search.options import (
     USER_ERRORS,
     CommandLineError,
     add_data_options,
@@ -33,11 +35,9 @@ from search.cli import (
     fail,
     import_trainer,
 )
-from search.forced import apply_forced, with_command_line
-from search.grid import read_grid
-from search.objective import Objective
 from search.record import TrialRecord
 from search.samplers import build_pruner, build_sampler
+from search.spreadsheet import read_spreadsheet
 from search.studies import StudySpec, load_study
 
 Curve = list[tuple[int, float]]  # (epochs spent so far, best validation mDice so far) after each trial
@@ -46,7 +46,7 @@ Curve = list[tuple[int, float]]  # (epochs spent so far, best validation mDice s
 def run_grid(spec: StudySpec, csv_path: str, data, trainer, rows: int | None) -> Curve:
     """Trains every CSV row to the end (no pruning); returns the best-so-far curve."""
     curve, spent, best = [], 0, 0.0
-    for row in read_grid(csv_path, spec.base).rows[:rows]:
+    for row in read_spreadsheet(csv_path, spec.base).rows[:rows]:
         cfg = apply_forced(row.config, spec)
         result = trainer(cfg, data, None, evaluate_test=False)
         spent += len(result.history)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         run = spec.run
         data = prepare_data(run.data, spec.base.image_size, run.seed, run.val_fraction, run.test_fraction,
                             test_list=run.test_list or None, synthetic_count=run.synthetic_count)
-        read_grid(args.csv, spec.base)
+        read_spreadsheet(args.csv, spec.base)
     except USER_ERRORS as error:
         return fail(str(error))
     optuna.logging.set_verbosity(optuna.logging.WARNING)

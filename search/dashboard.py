@@ -11,17 +11,15 @@ from __future__ import annotations
 import argparse
 import socketserver
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 import optuna_dashboard
 
-from search.cli import DEFAULT_RUN_DIR, USER_ERRORS, CommandLineError, fail, open_session
+from search.options import DEFAULT_RUN_DIR, USER_ERRORS, CommandLineError, fail
 from search.outputs import artifact_store
+from search.session import open_session
 from search.storage import default_storage_url, open_storage, safe_url
 
 
@@ -74,20 +72,6 @@ def wrap_long_values(app):
 def dashboard_app(storage: optuna.storages.BaseStorage, run_dir: Path):
     """The optuna-dashboard WSGI app over `storage`, serving artifacts from `<run_dir>/artifacts`."""
     return wrap_long_values(optuna_dashboard.wsgi(storage, artifact_store=artifact_store(run_dir)))
-
-
-@contextmanager
-def serving(app, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serves a WSGI app in a background thread; yields its base URL (port 0 picks a free port)."""
-    server = make_server(host, port, app, server_class=ThreadingWSGIServer, handler_class=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{host}:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def study_url(base: str, storage: optuna.storages.BaseStorage, study_name: str | None) -> str:

@@ -30,18 +30,11 @@ from polyp.checkpoint import (
 )
 from polyp.config import TrainConfig, parse_config
 from polyp.train import fit
-from search.cli import (
-    USER_ERRORS,
-    CommandLineError,
-    Session,
-    add_study_options,
-    fail,
-    load_data,
-    open_session,
-)
 from search.forced import forced_settings
+from search.options import USER_ERRORS, CommandLineError, add_study_options, fail
 from search.outputs import trial_dir
 from search.record import TrialRecord
+from search.session import Session, load_data, open_session
 from search.space import suggest
 from search.storage import safe_url
 from search.studies import StudyError

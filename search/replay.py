@@ -1,6 +1,6 @@
 """Replay a spreadsheet: `python -m search.replay --csv hyperparameters.csv --study grid`.
 
-Every row of the CSV is checked first (see `search.grid`); then each row becomes one enqueued trial of
+Every row of the CSV is checked first (see `search.spreadsheet`); then each row becomes one enqueued trial of
 the study, carrying its row number (`csv_row`), its values (`csv_values`) and notes (`csv_notes`) as user
 attributes. Rows that already have a finished, running or waiting trial are not enqueued again, so the
 same command resumes an interrupted replay, and several workers on one storage run every row once.
@@ -27,25 +27,16 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from polyp.io import write_text
-from search.cli import (
-    USER_ERRORS,
-    Session,
-    add_study_options,
-    add_training_options,
-    fail,
-    import_trainer,
-    interrupt_on_signals,
-    load_data,
-    open_session,
-)
 from search.forced import with_command_line
-from search.grid import SEPARATORS, Grid, GridRow, read_grid
 from search.notes import write_note
 from search.objective import Objective
+from search.options import USER_ERRORS, add_study_options, add_training_options, fail, import_trainer
 from search.record import TrialRecord, csv_row_attributes, format_number
-from search.runner import run_until, trial_line
+from search.session import Session, load_data, open_session
+from search.spreadsheet import SEPARATORS, Spreadsheet, SpreadsheetRow, read_spreadsheet
 from search.storage import StudyLock
 from search.studies import Range, StudySpec, load_study
+from search.trial_loop import interrupt_on_signals, run_until, trial_line
 
 RESULTS_FILE = "replay-results.csv"
 RESULT_COLUMNS = ("trial", "state", "epochs_run", "best_val_mdice", "test_mdice", "test_miou", "minutes")
@@ -53,7 +44,7 @@ TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.
 _PREFERENCE = {TrialState.COMPLETE: 3, TrialState.PRUNED: 3, TrialState.RUNNING: 2, TrialState.WAITING: 1}
 
 
-def row_values(row: GridRow, spec: StudySpec) -> dict[str, Any]:
+def row_values(row: SpreadsheetRow, spec: StudySpec) -> dict[str, Any]:
     """What the trial applies over the sampled config: the row's values, and the study's own values for
     searched fields the row leaves empty (so an empty cell means the study's default, never a sample)."""
     return {**{name: getattr(row.config, name) for name in spec.space}, **row.values}
@@ -72,7 +63,7 @@ def row_params(values: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
     return {name: values[name] for name, entry in spec.space.items() if _fits(entry, values[name])}
 
 
-def outside_space(grid: Grid, spec: StudySpec) -> list[str]:
+def outside_space(grid: Spreadsheet, spec: StudySpec) -> list[str]:
     """"row N name=value" for each row value a searched field's space does not hold."""
     found = []
     for row in grid.rows:
@@ -81,7 +72,7 @@ def outside_space(grid: Grid, spec: StudySpec) -> list[str]:
     return found
 
 
-def row_matcher(grid: Grid, spec: StudySpec) -> Callable[[FrozenTrial], bool]:
+def row_matcher(grid: Spreadsheet, spec: StudySpec) -> Callable[[FrozenTrial], bool]:
     """Accepts the trials that replay one of the grid's rows (same row number and the same values)."""
     expected = {row.number: row_values(row, spec) for row in grid.rows}
 
@@ -92,7 +83,7 @@ def row_matcher(grid: Grid, spec: StudySpec) -> Callable[[FrozenTrial], bool]:
     return belongs
 
 
-def enqueue_rows(session: Session, grid: Grid) -> list[int]:
+def enqueue_rows(session: Session, grid: Spreadsheet) -> list[int]:
     """Enqueues each row that has no finished, running or waiting trial yet; returns their numbers.
 
     Runs under the study lock, so workers replaying the same CSV together enqueue every row once.
@@ -114,7 +105,7 @@ def enqueue_rows(session: Session, grid: Grid) -> list[int]:
     return enqueued
 
 
-def row_trials(study: optuna.Study, grid: Grid, spec: StudySpec) -> dict[int, FrozenTrial]:
+def row_trials(study: optuna.Study, grid: Spreadsheet, spec: StudySpec) -> dict[int, FrozenTrial]:
     """Each row's trial: a finished one if any, else running, waiting, failed; the latest among equals."""
     belongs, chosen = row_matcher(grid, spec), {}
     for trial in study.get_trials(deepcopy=False):
@@ -139,12 +130,12 @@ def result_cells(trial: FrozenTrial | None) -> dict[str, str]:
             "test_miou": format_number(record.test.get("miou")), "minutes": format_number(minutes, 2)}
 
 
-def results_table(grid: Grid, trials: dict[int, FrozenTrial]) -> list[dict[str, str]]:
+def results_table(grid: Spreadsheet, trials: dict[int, FrozenTrial]) -> list[dict[str, str]]:
     """The input rows in their order, each with its outcome columns."""
     return [{**row.cells, **result_cells(trials.get(row.number))} for row in grid.rows]
 
 
-def write_results(path: Path, grid: Grid, trials: dict[int, FrozenTrial]) -> list[dict[str, str]]:
+def write_results(path: Path, grid: Spreadsheet, trials: dict[int, FrozenTrial]) -> list[dict[str, str]]:
     """Writes the results table as CSV (atomically) and returns it."""
     table = results_table(grid, trials)
     buffer = io.StringIO()
@@ -161,7 +152,7 @@ def print_row_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     print(f"row {'-' if row is None else row}: {trial_line(study, trial)}", flush=True)
 
 
-def summary(grid: Grid, table: list[dict[str, str]], path: Path) -> str:
+def summary(grid: Spreadsheet, table: list[dict[str, str]], path: Path) -> str:
     """Counts by state and the results table, one line per row."""
     states = [cells["state"] for cells in table]
     counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in dict.fromkeys(states))
@@ -175,13 +166,13 @@ def summary(grid: Grid, table: list[dict[str, str]], path: Path) -> str:
     return "\n".join(lines)
 
 
-def check_grid(args: argparse.Namespace) -> tuple[Grid, StudySpec]:
+def check_grid(args: argparse.Namespace) -> tuple[Spreadsheet, StudySpec]:
     """Loads the study (with the command line's overrides) and checks the CSV against it."""
     spec = with_command_line(load_study(args.study), args)
-    return read_grid(args.csv, spec.base), spec
+    return read_spreadsheet(args.csv, spec.base), spec
 
 
-def run_replay(session: Session, grid: Grid, objective: Objective, timeout: float | None) -> str:
+def run_replay(session: Session, grid: Spreadsheet, objective: Objective, timeout: float | None) -> str:
     """Enqueues the rows still to run and runs enqueued trials until every row of the grid has finished."""
     enqueued = enqueue_rows(session, grid)
     print(f"enqueued rows: {', '.join(map(str, enqueued)) or 'none'} "

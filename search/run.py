@@ -17,22 +17,13 @@ import sys
 import optuna
 from optuna.trial import TrialState
 
-from search.cli import (
-    USER_ERRORS,
-    Session,
-    add_study_options,
-    add_training_options,
-    fail,
-    import_trainer,
-    interrupt_on_signals,
-    load_data,
-    open_session,
-)
 from search.notes import write_note
 from search.objective import Objective
+from search.options import USER_ERRORS, add_study_options, add_training_options, fail, import_trainer
 from search.record import TrialRecord
-from search.runner import print_trial, run_until
+from search.session import Session, load_data, open_session
 from search.storage import command_url, password_hint, safe_url
+from search.trial_loop import interrupt_on_signals, print_trial, run_until
 
 
 def summary_table(session: Session, top: int = 5) -> str:

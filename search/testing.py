@@ -1,16 +1,22 @@
-"""A fake trainer with scripted metrics, for testing the search layer in seconds (no real training).
+"""Fake trainers with scripted metrics, for testing the search layer in seconds (no real training).
 
-Use it in-process (`Objective(..., trainer=fake_fit)`) or from the command line of any search command:
-`python -m search.run ... --trainer search.testing:fake_fit`. Environment knobs:
-POLYP_FAKE_EPOCH_SECONDS (sleep per epoch, default 0), POLYP_FAKE_FAIL_LR (configs with lr above this raise
-RuntimeError), POLYP_FAKE_DIVERGE_LR (configs with lr above this diverge).
+A trainer is any callable `(cfg, data, reporter=None, evaluate_test=True) -> TrainResult`, as `polyp`'s `fit`
+is. Pass one in-process, or name one on the command line of any search command:
+
+    >>> objective = Objective(spec, data, run_dir, trainer=FakeTrainer(fail_above_lr=1e-2))  # doctest: +SKIP
+
+    python -m search.run --study demo --trainer search.testing:fake_fit
+
+Configured ones that a command line or a worker process needs by name live in a module of their own
+(tests/fake_trainers.py: `--trainer fake_trainers:epochs_200ms`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -31,31 +37,80 @@ def _metrics(dice: float) -> dict[str, float]:
             "precision": dice, "recall": dice, "accuracy": 0.9}
 
 
-def fake_fit(cfg: TrainConfig, data: PolypData, reporter: Reporter | None = None, evaluate_test: bool = True) -> TrainResult:
-    """Plays a training run with `scripted_dice` metrics, calling the reporter every epoch like `fit`."""
-    started = time.perf_counter()
-    if cfg.lr > float(os.environ.get("POLYP_FAKE_FAIL_LR", "inf")):
-        raise RuntimeError(f"scripted failure: lr {cfg.lr} is above POLYP_FAKE_FAIL_LR")
-    pause = float(os.environ.get("POLYP_FAKE_EPOCH_SECONDS", "0"))
-    torch.manual_seed(cfg.seed)
-    model = build_model(parse_config({"encoder_weights": "none"}, base=cfg))  # the model its config names
-    history, status, reason = [], "completed", ""
-    for epoch in range(1, cfg.epochs + 1):
-        time.sleep(pause)
-        if cfg.lr > float(os.environ.get("POLYP_FAKE_DIVERGE_LR", "inf")):
-            status, reason = "diverged", f"training loss became nan in epoch {epoch}"
-            break
+@dataclass(frozen=True)
+class FakeTrainer:
+    """Plays a training run with `scripted_dice` metrics, calling the reporter every epoch like `fit`.
+
+    It builds the model its config names (so checkpoints load like real ones) but trains nothing.
+
+    Args:
+        epoch_seconds: seconds slept per epoch, so that workers' trials overlap in time.
+        fail_above_lr: a config with a higher lr raises RuntimeError before its first epoch.
+        diverge_above_lr: a config with a higher lr diverges (training loss nan) in its first epoch.
+    """
+
+    epoch_seconds: float = 0.0
+    fail_above_lr: float = math.inf
+    diverge_above_lr: float = math.inf
+
+    def __call__(self, cfg: TrainConfig, data: PolypData, reporter: Reporter | None = None,
+                 evaluate_test: bool = True) -> TrainResult:
+        started = time.perf_counter()
+        if cfg.lr > self.fail_above_lr:
+            raise RuntimeError(f"scripted failure: lr {cfg.lr} is above fail_above_lr {self.fail_above_lr}")
+        torch.manual_seed(cfg.seed)
+        model = build_model(parse_config({"encoder_weights": "none"}, base=cfg))
+        history, status, reason = [], "completed", ""
+        for epoch in range(1, cfg.epochs + 1):
+            time.sleep(self.epoch_seconds)
+            if cfg.lr > self.diverge_above_lr:
+                status, reason = "diverged", f"training loss became nan in epoch {epoch}"
+                break
+            row = self._epoch_row(cfg, epoch)
+            history.append(row)
+            if reporter is not None and reporter.on_epoch_end(epoch, dict(row)):
+                status, reason = "stopped", f"stopped by the reporter after epoch {epoch}"
+                break
+        best = max(history, key=lambda h: h["val_mdice"]) if history else None
+        return TrainResult(status=status, history=history, best_epoch=best["epoch"] if best else 0,
+                           best_val=_metrics(best["val_mdice"]) if best else {},
+                           test=_metrics(best["val_mdice"] - 0.01) if best and evaluate_test else None,
+                           model=model.eval(), parameters=count_parameters(model),
+                           seconds=time.perf_counter() - started, reason=reason)
+
+    def _epoch_row(self, cfg: TrainConfig, epoch: int) -> dict[str, float]:
+        """One epoch's history row, as `fit` writes it."""
         dice = scripted_dice(cfg, epoch)
-        row = {"epoch": epoch, "train_loss": 1 - dice + 0.05, "val_loss": 1 - dice, "val_mdice": dice, "val_miou": dice * 0.8,
-               "val_dice_pooled": dice, "lr": cfg.lr, "seconds": pause, "train_seconds": pause,
-               "images_per_second": 100.0, "data_wait_fraction": 0.0}
-        history.append(row)
-        if reporter is not None and reporter.on_epoch_end(epoch, dict(row)):
-            status, reason = "stopped", f"stopped by the reporter after epoch {epoch}"
-            break
-    best = max(history, key=lambda h: h["val_mdice"]) if history else None
-    return TrainResult(status=status, history=history, best_epoch=best["epoch"] if best else 0,
-                       best_val=_metrics(best["val_mdice"]) if best else {},
-                       test=_metrics(best["val_mdice"] - 0.01) if best and evaluate_test else None,
-                       model=model.eval(), parameters=count_parameters(model), seconds=time.perf_counter() - started,
-                       reason=reason)
+        return {"epoch": epoch, "train_loss": 1 - dice + 0.05, "val_loss": 1 - dice, "val_mdice": dice,
+                "val_miou": dice * 0.8, "val_dice_pooled": dice, "lr": cfg.lr, "seconds": self.epoch_seconds,
+                "train_seconds": self.epoch_seconds, "images_per_second": 100.0, "data_wait_fraction": 0.0}
+
+
+fake_fit = FakeTrainer()  # `--trainer search.testing:fake_fit`
+
+
+class InterruptingTrainer:
+    """Plays `trainer` but raises KeyboardInterrupt, as Ctrl-C does, on its `on_call`-th call.
+
+    It counts calls from its creation: a test that shares a named one calls `reset()` first.
+
+    Args:
+        on_call: the call (1 = the first) that is interrupted; later calls train again.
+        trainer: the trainer that plays every other call.
+    """
+
+    def __init__(self, on_call: int, trainer: Callable[..., TrainResult] = fake_fit):
+        self.on_call = on_call
+        self.trainer = trainer
+        self.calls = 0
+
+    def reset(self) -> None:
+        """Counts calls from zero again."""
+        self.calls = 0
+
+    def __call__(self, cfg: TrainConfig, data: PolypData, reporter: Reporter | None = None,
+                 evaluate_test: bool = True) -> TrainResult:
+        self.calls += 1
+        if self.calls == self.on_call:
+            raise KeyboardInterrupt
+        return self.trainer(cfg, data, reporter, evaluate_test)

@@ -1,11 +1,13 @@
 """Fixtures and helpers shared by the search-layer tests (import them from a test module).
 
-The search tests run the fake trainer (`search.testing.fake_fit`), never real training, except the one
-end-to-end run in test_run.py.
+The search tests run fake trainers (`search.testing`, and the named ones in tests/fake_trainers.py), never
+real training, except the few end-to-end runs named `test_real_training_*`. They write their own study
+files and spreadsheets into tmp_path; only tests of the shipped files read studies/ and hyperparameters.csv.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,10 @@ import optuna
 import pytest
 
 import search.outputs
-from search.studies import StudySpec, parse_study
+from search.studies import STUDIES_DIR, StudySpec, parse_study
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 
 TINY_STUDY: dict[str, Any] = {  # LinkNet/ResNet-18 at 32 px: only lr is searched
     "study": {"name": "tiny", "description": "search-layer tests"},
@@ -59,6 +64,16 @@ def tiny_spec(**space: Any) -> StudySpec:
     return parse_study(data, "tiny", "tiny.toml: ")
 
 
+def shipped_study_names() -> list[str]:
+    """The names of the studies in studies/, which an unknown study's error message lists."""
+    return sorted(path.stem for path in STUDIES_DIR.glob("*.toml"))
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of a worker process: the repository and tests/ (for `fake_trainers`) on PYTHONPATH."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
+
+
 def finished_count(study: optuna.Study) -> int:
     """Complete plus pruned trials."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -70,8 +85,6 @@ def search_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Points POLYP_CACHE at a folder of this test and quietens Optuna's per-trial logging."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("POLYP_CACHE", str(cache))
-    for knob in ("POLYP_FAKE_FAIL_LR", "POLYP_FAKE_DIVERGE_LR", "POLYP_FAKE_EPOCH_SECONDS"):
-        monkeypatch.delenv(knob, raising=False)
     previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     yield cache

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from fake_study import FakeStudy, shared_study
+from wsgi_serving import serving
 
-from search.dashboard import dashboard_app, main, serving
+from search.dashboard import dashboard_app, main
 from search.storage import default_storage_url, open_storage
 
 REPO = Path(__file__).resolve().parents[1]

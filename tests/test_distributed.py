@@ -20,8 +20,8 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from pg import postgres_url  # noqa: F401  (the fixture)
 
-from search.runner import run_until
 from search.storage import open_storage, retried_trial_number
+from search.trial_loop import run_until
 
 REPO = Path(__file__).resolve().parent.parent
 STUDY_NAME = "distributed"

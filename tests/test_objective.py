@@ -16,18 +16,18 @@ from search.forced import with_command_line
 from search.notes import write_note
 from search.objective import Objective
 from search.storage import default_storage_url, open_storage
-from search.testing import fake_fit, scripted_dice
+from search.testing import FakeTrainer, InterruptingTrainer, fake_fit, scripted_dice
 
 GOOD_LR, BAD_LR = 3e-3, 2e-5  # the fake trainer's best learning rate, and one it learns almost nothing with
 TRIAL_FILES = ["config.json", "history.csv", "loss_curve.png", "predictions.png"]
 CHECKPOINT_FILES = ["config.json", "model.safetensors", "training.json"]
 
 
-pytestmark = pytest.mark.usefixtures("search_cache")  # POLYP_CACHE in tmp_path, no fake-trainer knobs
+pytestmark = pytest.mark.usefixtures("search_cache")  # POLYP_CACHE in tmp_path
 
 
-def _objective(data, run_dir: Path, spec=None, **kwargs) -> Objective:
-    return Objective(spec or tiny_spec(), data, run_dir, trainer=fake_fit, verbose=False, **kwargs)
+def _objective(data, run_dir: Path, spec=None, trainer=fake_fit, **kwargs) -> Objective:
+    return Objective(spec or tiny_spec(), data, run_dir, trainer=trainer, verbose=False, **kwargs)
 
 
 def _memory_study(pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
@@ -105,16 +105,16 @@ def test_bad_trials_are_pruned_and_keep_no_checkpoint(synthetic_data, tmp_path: 
             assert (folder / "checkpoint" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("knob, reason", [("POLYP_FAKE_FAIL_LR", "RuntimeError: scripted failure"),
-                                          ("POLYP_FAKE_DIVERGE_LR", "TrialFailed: training loss became nan")])
+@pytest.mark.parametrize("trainer, reason", [(FakeTrainer(fail_above_lr=0.1), "RuntimeError: scripted failure"),
+                                             (FakeTrainer(diverge_above_lr=0.1), "TrialFailed: training loss became nan")],
+                         ids=["raises", "diverges"])
 @pytest.mark.usefixtures("fast_pictures")
-def test_failing_trial_is_recorded_and_the_study_goes_on(synthetic_data, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch, knob: str, reason: str):
-    monkeypatch.setenv(knob, "0.1")
+def test_failing_trial_is_recorded_and_the_study_goes_on(synthetic_data, tmp_path: Path, trainer: FakeTrainer,
+                                                         reason: str):
     study = _memory_study()
     for lr in (0.5, GOOD_LR, 0.9, GOOD_LR):
         study.enqueue_trial({"lr": lr})
-    study.optimize(_objective(synthetic_data, tmp_path), n_trials=4, catch=(Exception,))
+    study.optimize(_objective(synthetic_data, tmp_path, trainer=trainer), n_trials=4, catch=(Exception,))
 
     states = [trial.state for trial in study.trials]
     assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
@@ -130,11 +130,8 @@ def test_failing_trial_is_recorded_and_the_study_goes_on(synthetic_data, tmp_pat
 
 @pytest.mark.usefixtures("fast_pictures")
 def test_keyboard_interrupt_fails_the_trial_and_stops(synthetic_data, tmp_path: Path):
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
     study = _memory_study()
-    objective = Objective(tiny_spec(), synthetic_data, tmp_path, trainer=interrupted, verbose=False)
+    objective = _objective(synthetic_data, tmp_path, trainer=InterruptingTrainer(on_call=1))
     with pytest.raises(KeyboardInterrupt):
         study.optimize(objective, n_trials=3, catch=(Exception,))
     assert [trial.state for trial in study.trials] == [TrialState.FAIL]

@@ -10,19 +10,8 @@ from optuna.trial import TrialState
 
 from polyp.config import TrainConfig
 from polyp.train import TrainResult
-from search.record import (
-    TrialRecord,
-    csv_row_attributes,
-    csv_values,
-    format_number,
-    format_setting,
-    record_config,
-    record_failure,
-    record_outputs,
-    record_overhead,
-    record_result,
-    record_start,
-)
+from search import record as writes
+from search.record import TrialRecord, format_number, format_setting
 
 SEARCH = Path(__file__).resolve().parents[1] / "search"
 
@@ -38,12 +27,12 @@ def _result() -> TrainResult:
 def test_what_the_objective_writes_reads_back_as_a_record():
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
-    record_start(trial, retry_of=4)
+    writes.record_start(trial, retry_of=4)
     config = TrainConfig(arch="linknet", encoder="resnet18", lr=1e-3)
-    record_config(trial, config)
-    facts = record_result(trial, _result())
-    record_outputs(trial, {"history.csv": "abc"}, "/runs/x/trial-0")
-    record_overhead(trial, 0.5, 0.1)
+    writes.record_config(trial, config)
+    facts = writes.record_result(trial, _result())
+    writes.record_outputs(trial, {"history.csv": "abc"}, "/runs/x/trial-0")
+    writes.record_overhead(trial, 0.5, 0.1)
     study.tell(trial, 0.6)
 
     record = TrialRecord.of(study.trials[0])
@@ -61,13 +50,13 @@ def test_what_the_objective_writes_reads_back_as_a_record():
 
 def test_a_running_or_failed_trial_has_a_record_too():
     study = optuna.create_study()
-    study.enqueue_trial({"lr": 0.01}, user_attrs=csv_row_attributes(3, {"lr": 0.01}, "try this", "rows.csv"))
+    study.enqueue_trial({"lr": 0.01}, user_attrs=writes.csv_row_attributes(3, {"lr": 0.01}, "try this", "rows.csv"))
     trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1.0)})
-    assert csv_values(trial) == {"lr": 0.01}
+    assert writes.csv_values(trial) == {"lr": 0.01}
     running = TrialRecord.of(study.trials[0])
     assert running.state == TrialState.RUNNING and running.seconds is None and running.epochs == 0
     assert running.csv_row == 3 and running.csv_notes == "try this" and running.describe() == "lr=1.00e-02"
-    record_failure(trial, "x" * 5000)
+    writes.record_failure(trial, "x" * 5000)
     study.tell(trial, state=TrialState.FAIL)
     assert len(TrialRecord.of(study.trials[0]).fail_reason) == 2000
 

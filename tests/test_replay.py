@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from pg import postgres_url  # noqa: F401  (fixture: a fresh database, skipped without a server unless CI=true)
 
 from search import replay
-from search.grid import GridError, read_grid
+from search.spreadsheet import SpreadsheetError, read_spreadsheet
 from search.storage import open_storage
 from search.studies import load_study
 
@@ -106,7 +106,7 @@ def rows_finished(study: optuna.Study) -> list[int]:
 
 def test_shipped_csv_fits_the_grid_study():
     spec = load_study("grid")
-    grid = read_grid(ROOT / "hyperparameters.csv", spec.base)
+    grid = read_spreadsheet(ROOT / "hyperparameters.csv", spec.base)
     configs = [row.config for row in grid.rows]
     assert 18 <= len(configs) <= 24
     assert {c.arch for c in configs} == {"unetplusplus", "linknet"}
@@ -230,8 +230,8 @@ def test_bad_csv_is_refused_with_every_problem_and_nothing_enqueued(tmp_path, st
 def test_each_kind_of_bad_cell_names_its_place(tmp_path, study_file, text, problem):
     path = tmp_path / "one.csv"
     path.write_text(text)
-    with pytest.raises(GridError) as caught:
-        read_grid(path, load_study(str(study_file)).base)
+    with pytest.raises(SpreadsheetError) as caught:
+        read_spreadsheet(path, load_study(str(study_file)).base)
     assert len(caught.value.problems) == 1 and problem in caught.value.problems[0]
 
 

@@ -5,30 +5,52 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
+from typing import Any
 
+import fake_trainers
 import optuna
 import pytest
 from optuna.trial import TrialState
-from search_fixtures import TINY_STUDY, fast_pictures, finished_count, search_cache, write_study  # noqa: F401
+from search_fixtures import (  # noqa: F401
+    TINY_STUDY,
+    fast_pictures,
+    finished_count,
+    search_cache,
+    shipped_study_names,
+    write_study,
+)
 
-import search.testing
 from search.run import main
-from search.runner import trial_line
 from search.storage import default_storage_url
-from search.testing import fake_fit
+from search.studies import load_study
+from search.trial_loop import trial_line
 
 FAKE = ["--trainer", "search.testing:fake_fit", "--data", "synthetic", "--quiet"]
 TRIAL_LINE = re.compile(r"^trial \d+ (COMPLETE|PRUNED|FAIL) value ", re.MULTILINE)
 
 
-pytestmark = pytest.mark.usefixtures("search_cache")  # POLYP_CACHE in tmp_path, no fake-trainer knobs
+pytestmark = pytest.mark.usefixtures("search_cache")  # POLYP_CACHE in tmp_path
 
 
-def _demo(out: Path, n_trials: int, *extra: str) -> list[str]:
-    return ["--study", "demo", "--out", str(out), "--n-trials", str(n_trials), "--epochs", "3", *FAKE, *extra]
+def _tables(**space: Any) -> dict[str, dict[str, Any]]:
+    """TINY_STUDY on 16 synthetic images, with `space` entries added."""
+    tables = copy.deepcopy(TINY_STUDY)
+    tables["run"]["synthetic_count"] = 16
+    tables["space"].update(space)
+    return tables
 
 
-def _study(out: Path, name: str = "demo") -> optuna.Study:
+@pytest.fixture
+def study_file(tmp_path: Path) -> Path:
+    """The tiny study ('tiny': lr searched, three epochs, random sampler, median pruner) as a file."""
+    return write_study(tmp_path, _tables())
+
+
+def _tiny(study_file: Path, out: Path, n_trials: int, *extra: str) -> list[str]:
+    return ["--study", str(study_file), "--out", str(out), "--n-trials", str(n_trials), *FAKE, *extra]
+
+
+def _study(out: Path, name: str = "tiny") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=default_storage_url(out))
 
 
@@ -39,40 +61,39 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]
 
 
 @pytest.mark.usefixtures("fast_pictures")
-def test_run_reaches_the_target_then_resumes(tmp_path: Path, capsys):
+def test_run_reaches_the_target_then_resumes(tmp_path: Path, study_file: Path, capsys):
     out = tmp_path / "runs"
-    code, printed, _ = _run(_demo(out, 4), capsys)
+    code, printed, _ = _run(_tiny(study_file, out, 4), capsys)
     assert code == 0
     study = _study(out)
     assert finished_count(study) == 4 and len(study.trials) == 4
     assert len(TRIAL_LINE.findall(printed)) == 4, printed
-    assert re.search(r"^study demo: \d complete, \d pruned, 0 failed", printed, re.MULTILINE)
+    assert re.search(r"^study tiny: \d complete, \d pruned, 0 failed", printed, re.MULTILINE)
     assert "val mDice" in printed and "test mDice" in printed
     best = study.best_trial.number
-    assert str(out.resolve() / "demo" / f"trial-{best}") in printed
-    assert (out / "demo" / "split.json").is_file()
+    assert str(out.resolve() / "tiny" / f"trial-{best}") in printed
+    assert (out / "tiny" / "split.json").is_file()
 
-    code, printed, _ = _run(_demo(out, 4), capsys)
+    code, printed, _ = _run(_tiny(study_file, out, 4), capsys)
     assert code == 0
     assert len(_study(out).trials) == 4, "the same command again adds no trial"
     assert not TRIAL_LINE.findall(printed)
 
-    code, printed, _ = _run(_demo(out, 6), capsys)
+    code, printed, _ = _run(_tiny(study_file, out, 6), capsys)
     assert code == 0
     study = _study(out)
     assert finished_count(study) == 6 and len(study.trials) == 6
     assert [int(n) for n in re.findall(r"^trial (\d+) ", printed, re.MULTILINE)] == [4, 5]
     for trial in study.trials:
-        folder = out / "demo" / f"trial-{trial.number}"
+        folder = out / "tiny" / f"trial-{trial.number}"
         assert (folder / "config.json").is_file() and (folder / "history.csv").is_file()
         assert (folder / "checkpoint").is_dir() == (trial.state == TrialState.COMPLETE)
 
 
 @pytest.mark.usefixtures("fast_pictures")
 def test_study_given_as_a_path(tmp_path: Path, capsys):
-    tables = copy.deepcopy(TINY_STUDY)
+    tables = _tables()
     tables["study"]["name"] = "from-a-file"
-    tables["run"]["synthetic_count"] = 16
     path = write_study(tmp_path, tables, "anything.toml")
     out = tmp_path / "runs"
     code, printed, _ = _run(["--study", str(path), "--out", str(out), "--n-trials", "1", *FAKE], capsys)
@@ -82,26 +103,12 @@ def test_study_given_as_a_path(tmp_path: Path, capsys):
     assert printed.startswith("study from-a-file: target 1 finished trials, sampler random, pruner median")
 
 
-def _interrupt_on_call(number: int):
-    """A trainer that behaves like fake_fit but raises KeyboardInterrupt (Ctrl-C) on its `number`-th call."""
-    calls = []
-
-    def trainer(cfg, data, reporter=None):
-        calls.append(cfg)
-        if len(calls) == number:
-            raise KeyboardInterrupt
-        return fake_fit(cfg, data, reporter)
-
-    return trainer
-
-
 @pytest.mark.usefixtures("fast_pictures")
-def test_interrupted_run_leaves_a_consistent_study_and_resumes(tmp_path: Path, capsys,
-                                                                monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(search.testing, "interrupting_fit", _interrupt_on_call(2), raising=False)
+def test_interrupted_run_leaves_a_consistent_study_and_resumes(tmp_path: Path, study_file: Path, capsys):
+    fake_trainers.ctrl_c_on_call_2.reset()
     out = tmp_path / "runs"
-    argv = _demo(out, 3)
-    interrupted = [*argv, "--trainer", "search.testing:interrupting_fit"]  # the last --trainer wins
+    argv = _tiny(study_file, out, 3)
+    interrupted = [*argv, "--trainer", "fake_trainers:ctrl_c_on_call_2"]  # the last --trainer wins
     code, printed, errors = _run(interrupted, capsys)
     assert code == 130
     assert "interrupted" in errors and "run the same command again" in errors
@@ -116,7 +123,7 @@ def test_interrupted_run_leaves_a_consistent_study_and_resumes(tmp_path: Path, c
     assert finished_count(study) == 3
     assert [trial.state for trial in study.trials].count(TrialState.FAIL) == 1
     assert TrialState.RUNNING not in [trial.state for trial in study.trials]
-    assert re.search(r"^study demo: \d complete, \d pruned, 1 failed", printed, re.MULTILINE)
+    assert re.search(r"^study tiny: \d complete, \d pruned, 1 failed", printed, re.MULTILINE)
 
 
 def test_trial_lines_say_what_happened():
@@ -136,14 +143,17 @@ def test_trial_lines_say_what_happened():
 
 
 @pytest.fixture(scope="module")
-def existing_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder whose SQLite storage already holds a 'demo' study with two finished trials (never changed)."""
-    out = tmp_path_factory.mktemp("existing") / "runs"
+def existing_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A study file searching encoder_depth 3 and 4, and a run folder whose SQLite storage already holds its
+    study with two finished trials (never changed)."""
+    folder = tmp_path_factory.mktemp("existing")
+    study_file = write_study(folder, _tables(encoder_depth=[3, 4]))
+    out = folder / "runs"
     out.mkdir()
-    study = optuna.create_study(study_name="demo", storage=default_storage_url(out), direction="maximize")
+    study = optuna.create_study(study_name="tiny", storage=default_storage_url(out), direction="maximize")
     for value in (0.5, 0.6):
         study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}))
-    return out
+    return study_file, out
 
 
 def _not_a_folder(tmp_path: Path) -> str:
@@ -152,7 +162,7 @@ def _not_a_folder(tmp_path: Path) -> str:
 
 
 USER_ERRORS = {  # id: (options replacing the defaults, words the message must contain)
-    "unknown-study": ({"--study": "no-such-study"}, ["unknown study 'no-such-study'", "demo", "unetpp"]),
+    "unknown-study": ({"--study": "no-such-study"}, ["unknown study 'no-such-study'", *shipped_study_names()]),
     "unsafe-study-name": ({"--study": "../demo"}, ["not allowed"]),
     "missing-study-file": ({"--study": "/nonexistent/study.toml"}, ["does not exist"]),
     "malformed-storage": ({"--storage": "notaurl"}, ["storage URL 'notaurl' is malformed"]),
@@ -169,11 +179,12 @@ USER_ERRORS = {  # id: (options replacing the defaults, words the message must c
 
 
 @pytest.mark.parametrize("case", USER_ERRORS, ids=list(USER_ERRORS))
-def test_user_errors_exit_2_with_a_message_and_lose_nothing(existing_study: Path, tmp_path: Path, capsys,
-                                                           case: str):
+def test_user_errors_exit_2_with_a_message_and_lose_nothing(existing_study: tuple[Path, Path], tmp_path: Path,
+                                                           capsys, case: str):
+    study_file, run_dir = existing_study
     changes, words = USER_ERRORS[case]
-    options = {"--study": "demo", "--out": str(existing_study), "--n-trials": "4", "--trainer": "search.testing:fake_fit",
-               "--data": "synthetic"}
+    options = {"--study": str(study_file), "--out": str(run_dir), "--n-trials": "4",
+               "--trainer": "search.testing:fake_fit", "--data": "synthetic"}
     for flag, value in changes.items():
         options[flag] = value(tmp_path) if callable(value) else value
     argv = [part for flag, value in options.items() for part in (flag, value)] + ["--quiet"]
@@ -184,16 +195,14 @@ def test_user_errors_exit_2_with_a_message_and_lose_nothing(existing_study: Path
         assert word in errors
     assert "secret-pw" not in errors + printed
     assert "Traceback" not in errors
-    study = _study(existing_study)
+    study = _study(run_dir)
     assert [trial.value for trial in study.trials] == [0.5, 0.6], "the existing study keeps its trials"
 
 
 @pytest.mark.usefixtures("fast_pictures")
 def test_image_size_valid_for_every_searched_depth_is_accepted(tmp_path: Path, capsys):
-    tables = copy.deepcopy(TINY_STUDY)
+    tables = _tables(encoder_depth=[3, 4])
     del tables["train"]["encoder_depth"]  # the default depth 5 would need a multiple of 32
-    tables["run"]["synthetic_count"] = 16
-    tables["space"]["encoder_depth"] = [3, 4]
     out = tmp_path / "runs"
     argv = ["--study", str(write_study(tmp_path, tables)), "--out", str(out), "--n-trials", "1", "--image-size", "48",
             *FAKE]  # 48 = 3 * 2**4: a multiple of 2**3 and 2**4, the searched depths
@@ -205,7 +214,7 @@ def test_image_size_valid_for_every_searched_depth_is_accepted(tmp_path: Path, c
 
 
 def test_real_training_demo_end_to_end(tmp_path: Path, capsys):
-    """The real trainer on the demo study (about 12 s with one torch thread)."""
+    """The real trainer on the shipped demo study, as the README runs it (about 12 s with one torch thread)."""
     out = tmp_path / "runs"
     code, printed, errors = _run(["--study", "demo", "--n-trials", "2", "--epochs", "1", "--data", "synthetic",
                                   "--out", str(out), "--device", "cpu", "--quiet"], capsys)
@@ -215,5 +224,5 @@ def test_real_training_demo_end_to_end(tmp_path: Path, capsys):
     assert len(TRIAL_LINE.findall(printed)) == 2
     for trial in study.trials:
         assert trial.user_attrs["config"]["epochs"] == 1
-        assert trial.user_attrs["config"]["arch"] in ("unetplusplus", "linknet")
+        assert trial.user_attrs["config"]["arch"] in load_study("demo").space["arch"]
         assert (out / "demo" / f"trial-{trial.number}" / "predictions.png").is_file()

@@ -20,9 +20,9 @@ at the end of the header with nothing under them (`arch;encoder;;;`) and empty c
 end are ignored.
 
 Example:
-    >>> from search.grid import read_grid
+    >>> from search.spreadsheet import read_spreadsheet
     >>> from search.studies import load_study
-    >>> grid = read_grid("hyperparameters.csv", load_study("grid").base)  # doctest: +SKIP
+    >>> grid = read_spreadsheet("hyperparameters.csv", load_study("grid").base)  # doctest: +SKIP
     >>> grid.rows[0].config.arch  # doctest: +SKIP
     'unetplusplus'
 """
@@ -49,7 +49,7 @@ SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab"}  # the separators rea
 _DECIMAL_COMMA = re.compile(r"(?<=\d),(?=\d)")  # a comma between digits, as in "bce+0,5*dice"
 
 
-class GridError(PolypError):
+class SpreadsheetError(PolypError):
     """A hyperparameter CSV with problems; `problems` lists each one with its row and column."""
 
     def __init__(self, path: str | Path, problems: list[str]):
@@ -60,7 +60,7 @@ class GridError(PolypError):
 
 
 @dataclass(frozen=True)
-class GridRow:
+class SpreadsheetRow:
     """One checked row of the CSV."""
 
     number: int  # 1-based data row (header not counted, blank lines skipped)
@@ -72,12 +72,12 @@ class GridRow:
 
 
 @dataclass(frozen=True)
-class Grid:
+class Spreadsheet:
     """A checked hyperparameter CSV: its columns in order and its rows."""
 
     path: Path
     columns: list[str]
-    rows: list[GridRow]
+    rows: list[SpreadsheetRow]
     separator: str = ","  # the separator detected from the header line: "," ";" or "\t"
 
 
@@ -157,7 +157,7 @@ class _RowChecker:
             return text.replace(",", ".")
         return _DECIMAL_COMMA.sub(".", text) if name == "loss" else text
 
-    def check(self, number: int, line: int, cells: dict[str, str], problems: list[str]) -> GridRow | None:
+    def check(self, number: int, line: int, cells: dict[str, str], problems: list[str]) -> SpreadsheetRow | None:
         found = len(problems)
         values: dict[str, Any] = {}
         for name, text in cells.items():
@@ -183,10 +183,10 @@ class _RowChecker:
             field, text = _message(error)
             problems.append(f"{self.where(number, line, field)}: {text}")
             return None
-        return GridRow(number, line, cells, values, cells.get(NOTES, ""), config)
+        return SpreadsheetRow(number, line, cells, values, cells.get(NOTES, ""), config)
 
 
-def read_grid(path: str | Path, base: TrainConfig) -> Grid:
+def read_spreadsheet(path: str | Path, base: TrainConfig) -> Spreadsheet:
     """Reads and checks a hyperparameter CSV against the study's config.
 
     Args:
@@ -198,7 +198,7 @@ def read_grid(path: str | Path, base: TrainConfig) -> Grid:
         The checked grid, with the separator it was read with.
 
     Raises:
-        GridError: every problem in the file, each naming its row and column, or a file that cannot be read.
+        SpreadsheetError: every problem in the file, each naming its row and column, or a file that cannot be read.
     """
     path = Path(path)
     try:
@@ -208,20 +208,20 @@ def read_grid(path: str | Path, base: TrainConfig) -> Grid:
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
         records = [(reader.line_num, record) for record in reader]
     except UnicodeDecodeError as error:
-        raise GridError(path, [f"{path}: not UTF-8 text ({error.reason}); save it as "
+        raise SpreadsheetError(path, [f"{path}: not UTF-8 text ({error.reason}); save it as "
                                f"'CSV UTF-8' from the spreadsheet"]) from None
     except csv.Error as error:
-        raise GridError(path, [f"{path}: not a readable CSV file: {error}"]) from None
+        raise SpreadsheetError(path, [f"{path}: not a readable CSV file: {error}"]) from None
     except OSError as error:
-        raise GridError(path, [f"{path}: cannot be read ({error.strerror or error})"]) from None
+        raise SpreadsheetError(path, [f"{path}: cannot be read ({error.strerror or error})"]) from None
     columns, rows, problems = _check_records(path, records, separator, base)
     if problems:
-        raise GridError(path, problems)
-    return Grid(path, columns, rows, separator)
+        raise SpreadsheetError(path, problems)
+    return Spreadsheet(path, columns, rows, separator)
 
 
 def _check_records(path: Path, records: list[tuple[int, list[str]]], separator: str,
-                   base: TrainConfig) -> tuple[list[str], list[GridRow], list[str]]:
+                   base: TrainConfig) -> tuple[list[str], list[SpreadsheetRow], list[str]]:
     """The header, the good rows and every problem found, from the file's (line, cells) records."""
     if not records:
         return [], [], [f"{path}: the file is empty; it needs a header row of TrainConfig fields"]
@@ -230,8 +230,8 @@ def _check_records(path: Path, records: list[tuple[int, list[str]]], separator: 
     columns = columns[:len(columns) - _unused_trailing_columns(columns, data)]
     problems = _header_problems(path, columns)
     checker = _RowChecker(path, columns, base, separator)
-    rows: list[GridRow] = []
-    seen: dict[TrainConfig, GridRow] = {}
+    rows: list[SpreadsheetRow] = []
+    seen: dict[TrainConfig, SpreadsheetRow] = {}
     number = 0
     for line, record in data:
         if not any(cell.strip() for cell in record):

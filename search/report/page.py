@@ -9,7 +9,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial
 
 from search.record import TrialRecord, format_number
-from search.report import OPTUNA_PLOTS
+from search.report.trials import OPTUNA_PLOTS
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}

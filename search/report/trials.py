@@ -3,7 +3,6 @@ Optuna's own plots. `search.analyze` puts them together with the prediction shee
 
 from __future__ import annotations
 
-import csv
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
+import pandas  # noqa: E402
 import plotly.graph_objects as go  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
@@ -40,18 +40,21 @@ def trial_row(trial: FrozenTrial) -> dict:
     }
 
 
+def trials_table(trials: list[FrozenTrial]) -> pandas.DataFrame:
+    """One row per trial (every state): number, state, value, the params (union over all trials, sorted),
+    then epochs, metrics, parameter count, seconds and fail reason; missing values are None."""
+    table = pandas.DataFrame([trial_row(t) for t in trials], dtype=object)
+    if table.empty:
+        return pandas.DataFrame(columns=["number", "state", "value"])
+    params = sorted(c for c in table.columns if c.startswith("param_"))
+    fixed = [c for c in table.columns if not c.startswith("param_")]
+    return table[fixed[:3] + params + fixed[3:]].astype(object).where(table.notna(), None)
+
+
 def write_trials_csv(trials: list[FrozenTrial], path: Path) -> Path:
-    """Writes one row per trial (every state); param columns are the union over all trials."""
-    rows = [trial_row(t) for t in trials]
-    columns: list[str] = []
-    for row in rows:
-        columns += [key for key in row if key not in columns]
-    fixed = [c for c in columns if not c.startswith("param_")]
-    columns = fixed[:3] + sorted(c for c in columns if c.startswith("param_")) + fixed[3:]
-    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns or ["number", "state", "value"], restval="")
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    """Writes `trials_table` as CSV (missing values as empty cells)."""
+    with atomic_path(path) as temporary:
+        trials_table(trials).to_csv(temporary, index=False)
     return path
 
 

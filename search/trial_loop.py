@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -43,6 +45,18 @@ def trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
     retry = f" (retry of trial {record.retry_of})" if record.retry_of is not None else ""
     return (f"trial {record.number}{retry} {record.state.name} value {value} | {best} | {record.describe()} | "
             f"{seconds:.1f} s{extra}{reason}")
+
+
+def interrupt_on_signals() -> None:
+    """Makes SIGINT and SIGTERM raise KeyboardInterrupt, so `kill` and a Ctrl-C reach a background worker too
+    (a shell starts background jobs with SIGINT ignored) and the running trial is marked before exiting."""
+
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def print_trial(study: optuna.Study, trial: FrozenTrial) -> None:

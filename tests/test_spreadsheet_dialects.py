@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from polyp.config import TrainConfig
-from search.grid import GridError, detect_separator, read_grid
+from search.spreadsheet import SpreadsheetError, detect_separator, read_spreadsheet
 
 BASE = TrainConfig(arch="linknet", encoder="resnet18", encoder_depth=3, image_size=32, batch_size=4, epochs=1,
                    device="cpu")
@@ -34,12 +34,12 @@ def write(tmp_path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 
 def configs(path: Path) -> list[TrainConfig]:
-    return [row.config for row in read_grid(path, BASE).rows]
+    return [row.config for row in read_spreadsheet(path, BASE).rows]
 
 
 def problems(path: Path) -> list[str]:
-    with pytest.raises(GridError) as caught:
-        read_grid(path, BASE)
+    with pytest.raises(SpreadsheetError) as caught:
+        read_spreadsheet(path, BASE)
     return caught.value.problems
 
 
@@ -54,7 +54,7 @@ def point_configs(tmp_path) -> list[TrainConfig]:
 
 
 def test_semicolon_file_with_decimal_commas_reads_like_the_comma_file(tmp_path, point_configs):
-    grid = read_grid(write(tmp_path, COMMA_CSV), BASE)
+    grid = read_spreadsheet(write(tmp_path, COMMA_CSV), BASE)
     assert [row.config for row in grid.rows] == point_configs
     assert grid.separator == ";"
     assert grid.rows[0].notes == "first, with a comma"  # a comma in text is text
@@ -62,7 +62,7 @@ def test_semicolon_file_with_decimal_commas_reads_like_the_comma_file(tmp_path, 
 
 
 def test_tab_separated_file_reads_like_the_comma_file(tmp_path, point_configs):
-    grid = read_grid(write(tmp_path, COMMA_CSV.replace(";", "\t")), BASE)
+    grid = read_spreadsheet(write(tmp_path, COMMA_CSV.replace(";", "\t")), BASE)
     assert [row.config for row in grid.rows] == point_configs
     assert grid.separator == "\t"
 
@@ -74,13 +74,13 @@ def test_byte_order_mark_and_semicolons_read_like_the_comma_file(tmp_path, point
 def test_trailing_empty_columns_and_rows_are_ignored(tmp_path, point_configs):
     lines = COMMA_CSV.splitlines()
     padded = [lines[0] + ";;", *(line + ";;" for line in lines[1:]), ";;;;;;;;;", ";;;;;;;;;", ""]
-    grid = read_grid(write(tmp_path, "\r\n".join(padded)), BASE)
+    grid = read_spreadsheet(write(tmp_path, "\r\n".join(padded)), BASE)
     assert [row.config for row in grid.rows] == point_configs
     assert grid.columns == lines[0].split(";")
 
 
 def test_a_row_longer_than_the_header_only_by_empty_cells_is_fine(tmp_path):
-    grid = read_grid(write(tmp_path, "arch;lr\nlinknet;0,002;;;\n"), BASE)
+    grid = read_spreadsheet(write(tmp_path, "arch;lr\nlinknet;0,002;;;\n"), BASE)
     assert grid.rows[0].config.lr == 0.002
 
 
