@@ -19,13 +19,14 @@ class Architecture:
 
     takes_encoder: bool  # builds on an smp encoder chosen by `encoder` (ImageNet weights exist for it)
     takes_decoder_attention: bool  # has smp's decoder_attention_type (scse)
+    takes_deep_supervision: bool = False  # can supervise every top-row node (polyp.models.deep_supervision)
 
 
 _SMP = Architecture(takes_encoder=True, takes_decoder_attention=False)
 _SMP_WITH_ATTENTION = Architecture(takes_encoder=True, takes_decoder_attention=True)
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "unetplusplus": _SMP_WITH_ATTENTION,
+    "unetplusplus": Architecture(takes_encoder=True, takes_decoder_attention=True, takes_deep_supervision=True),
     "linknet": _SMP,
     "unet": _SMP_WITH_ATTENTION,
     "fpn": _SMP,

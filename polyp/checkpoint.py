@@ -30,6 +30,7 @@ from polyp.models import build_model
 from polyp.models.attention_unet import AttentionUNet
 
 CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE = "config.json", "model.safetensors", "training.json"
+TRAINING_ONLY = ("deep_heads.",)  # weights that serve training only (deep supervision's extra heads): not saved
 
 
 class CheckpointError(PolypError):
@@ -70,15 +71,17 @@ def save_checkpoint(model: nn.Module, cfg: TrainConfig, folder: str | Path, extr
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-        state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+        state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()
+                 if not key.startswith(TRAINING_ONLY)}
         if isinstance(model, AttentionUNet):
             config = {"_model_class": "AttentionUNet", **model.config}
         else:
-            config = {"_model_class": type(model).__name__, **model.config, "encoder_weights": None}
+            config = {"_model_class": saved_class_name(model), **model.config, "encoder_weights": None}
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        usage = {"deep_supervision": deep_supervision_usage(model)} if hasattr(model, "deep_heads") else {}
         write_json(staging / TRAINING_FILE, {"train_config": cfg.to_dict(), "preprocessing": preprocessing(cfg),
-                                              **(extra or {})})
+                                              **usage, **(extra or {})})
         if folder.exists():
             backup = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             os.replace(folder, backup)
@@ -136,7 +139,7 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, CheckpointInfo]:
         raise CheckpointError(f"{folder}: missing {WEIGHTS_FILE}")
     class_name = config.get("_model_class")
     model = build_model_for(info.config)
-    expected = type(model).__name__
+    expected = saved_class_name(model)
     if class_name != expected:
         raise CheckpointError(f"{folder / CONFIG_FILE}: model class {class_name!r} does not match "
                               f"{TRAINING_FILE}'s arch {info.config.arch!r} ({expected})")
@@ -162,9 +165,27 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, CheckpointInfo]:
     return model.eval(), info
 
 
+def deep_supervision_usage(model: nn.Module) -> dict[str, Any]:
+    """What training.json says about a deep-supervised UNet++: its heads and which one predicts."""
+    return {
+        "heads": model.heads, "supervised_nodes": [*model.supervised_nodes, "final"],
+        "prediction_head": "last",
+        "how_to_use": "trained with the loss averaged over every head; predicts with the last head (smp's own "
+                      "output). The weights are a plain UnetPlusPlus (the 1x1 heads of the earlier top-row nodes "
+                      "served training only and are not saved), so segmentation_models_pytorch.from_pretrained "
+                      "and polyp.checkpoint.load_checkpoint both load it as it is.",
+    }
+
+
+def saved_class_name(model: nn.Module) -> str:
+    """The model class `config.json` names: smp's own class for our subclasses of it (smp builds that one)."""
+    return getattr(model, "saved_as", type(model).__name__)
+
+
 def build_model_for(cfg: TrainConfig) -> nn.Module:
-    """The untrained model of `cfg` without fetching any encoder weights."""
-    return build_model(parse_config({"encoder_weights": "none"}, base=cfg))
+    """The untrained model that predicts for `cfg`, without fetching any encoder weights (a deep-supervised
+    UNet++ predicts as the plain one)."""
+    return build_model(parse_config({"encoder_weights": "none", "deep_supervision": False}, base=cfg))
 
 
 __all__ = ["CheckpointError", "CheckpointInfo", "load_checkpoint", "preprocessing", "read_info", "save_checkpoint"]

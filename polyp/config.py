@@ -44,6 +44,7 @@ class TrainConfig:
     encoder_depth: int = 5  # encoder stages, 3..5; decoder channels follow from it
     encoder_weights: str = "none"  # none | imagenet | path to a .safetensors/.pth weights file
     decoder_attention: str = "none"  # none | scse (archs that take it, see polyp.architectures)
+    deep_supervision: bool = False  # UNet++ only: train a head on every top-row node, loss = their mean
     image_size: int = 256  # pixels, square input side; multiple of 2**encoder_depth
     batch_size: int = 8  # images per step
     epochs: int = 25  # training epochs (upper bound when early stopping)

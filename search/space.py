@@ -25,6 +25,7 @@ from search.studies import Range, StudySpec
 
 _CONDITIONS = {
     "decoder_attention": lambda chosen: ARCHITECTURES[chosen["arch"]].takes_decoder_attention,
+    "deep_supervision": lambda chosen: ARCHITECTURES[chosen["arch"]].takes_deep_supervision,
     "encoder": lambda chosen: ARCHITECTURES[chosen["arch"]].takes_encoder,
     "encoder_weights": lambda chosen: ARCHITECTURES[chosen["arch"]].takes_encoder,
     "tversky_alpha": lambda chosen: "tversky" in _loss_names(chosen["loss"]),
@@ -69,6 +70,8 @@ def suggest(trial: optuna.trial.BaseTrial, spec: StudySpec) -> TrainConfig:
     architecture = ARCHITECTURES[chosen["arch"]]
     if not architecture.takes_decoder_attention:
         values["decoder_attention"] = "none"
+    if not architecture.takes_deep_supervision:
+        values["deep_supervision"] = False
     if not architecture.takes_encoder:  # no ImageNet weights for it; a weights file still works
         values["encoder_weights"] = "none" if spec.base.encoder_weights == "imagenet" else spec.base.encoder_weights
     return parse_config(values, base=spec.base)

@@ -1,7 +1,7 @@
 """Several `python -m search.run` workers on one study: PostgreSQL (and two on one SQLite file).
 
-Every worker is a separate process with the fake trainer (`search.testing:fake_fit`), so a test takes
-seconds; the PostgreSQL tests each get a fresh database (tests/pg.py) that is dropped afterwards.
+Every worker is a separate process with a fake trainer whose epochs sleep (tests/fake_trainers.py), so a
+test takes seconds; the PostgreSQL tests each get a fresh database (tests/pg.py) that is dropped afterwards.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from pg import postgres_url  # noqa: F401  (the fixture)
+from search_fixtures import ROOT, worker_env
 
 from search.storage import open_storage, retried_trial_number
 from search.trial_loop import run_until
 
-REPO = Path(__file__).resolve().parent.parent
 STUDY_NAME = "distributed"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 STARTUP_TRIALS = 2
@@ -65,11 +65,10 @@ def study_file(tmp_path: Path) -> Path:
 class Worker:
     """One `python -m search.run` process, its output in a file."""
 
-    def __init__(self, args: list[str], log: Path, epoch_seconds: float):
-        env = {**os.environ, "PYTHONPATH": str(REPO), "POLYP_FAKE_EPOCH_SECONDS": str(epoch_seconds)}
+    def __init__(self, args: list[str], log: Path):
         self.log = log
         self.handle = open(log, "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=REPO, env=env,
+        self.process = subprocess.Popen([sys.executable, "-m", "search.run", *args], cwd=ROOT, env=worker_env(),
                                         stdout=self.handle, stderr=subprocess.STDOUT)
         self.pid = self.process.pid
 
@@ -88,13 +87,13 @@ class Worker:
 
 
 def start_workers(count: int, tmp_path: Path, study_file: Path, data: Path, n_trials: int, storage: str | None,
-                  epoch_seconds: list[float], first_index: int = 0) -> list[Worker]:
-    """Starts `count` workers on the same study, storage and run folder."""
+                  trainer: str) -> list[Worker]:
+    """Starts `count` workers with the named trainer on the same study, storage and run folder."""
     args = ["--study", str(study_file), "--n-trials", str(n_trials), "--data", str(data), "--out", str(tmp_path / "runs"),
-            "--trainer", "search.testing:fake_fit", "--heartbeat", "3", "--quiet"]
+            "--trainer", trainer, "--heartbeat", "3", "--quiet"]
     if storage:
         args += ["--storage", storage]
-    return [Worker(args, tmp_path / f"worker-{first_index + i}.log", epoch_seconds[i]) for i in range(count)]
+    return [Worker(args, tmp_path / f"worker-{i}.log") for i in range(count)]
 
 
 def finish(workers: list[Worker]) -> None:
@@ -155,7 +154,7 @@ def wait_for(condition, timeout: float, what: str, workers: list[Worker]):
 @pytest.mark.postgres
 def test_three_workers_share_one_study(tmp_path, study_file, synthetic_dir, postgres_url):  # noqa: F811
     target = 6
-    workers = start_workers(3, tmp_path, study_file, synthetic_dir, target, postgres_url, [0.5, 0.5, 0.5])
+    workers = start_workers(3, tmp_path, study_file, synthetic_dir, target, postgres_url, "fake_trainers:epochs_500ms")
     finish(workers)
     trials = load_trials(postgres_url)
 
@@ -182,7 +181,7 @@ def test_three_workers_share_one_study(tmp_path, study_file, synthetic_dir, post
 @pytest.mark.postgres
 def test_killed_worker_trial_is_retried_by_another(tmp_path, study_file, synthetic_dir, postgres_url):  # noqa: F811
     target = 2
-    workers = start_workers(2, tmp_path, study_file, synthetic_dir, target, postgres_url, [1.5, 1.5])
+    workers = start_workers(2, tmp_path, study_file, synthetic_dir, target, postgres_url, "fake_trainers:epochs_1500ms")
     by_pid = {worker.pid: worker for worker in workers}
 
     def first_running_trial():  # once its params are sampled: a trial killed before that has none to retry
@@ -213,7 +212,7 @@ def test_killed_worker_trial_is_retried_by_another(tmp_path, study_file, synthet
 
 def test_two_workers_on_one_sqlite_file(tmp_path, study_file, synthetic_dir):
     target = 4
-    workers = start_workers(2, tmp_path, study_file, synthetic_dir, target, None, [0.3, 0.3])
+    workers = start_workers(2, tmp_path, study_file, synthetic_dir, target, None, "fake_trainers:epochs_300ms")
     finish(workers)
     for worker in workers:
         assert "database is locked" not in worker.output()
@@ -237,8 +236,7 @@ def test_workers_opening_a_fresh_database_at_once_all_start(backend, tmp_path, r
     """Three workers create the tables of an empty database at the same moment (they used to race)."""
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'optuna.db'}"
     start = time.time() + 4  # after every interpreter has imported optuna
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    processes = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, url, str(start)], env=env, text=True,
+    processes = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, url, str(start)], env=worker_env(), text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(3)]
     outputs = [process.communicate(timeout=300)[0] for process in processes]
     for process, output in zip(processes, outputs, strict=True):

@@ -1,24 +1,25 @@
-"""CSV replay: the shipped spreadsheet, a replay and its results, resuming, refusals, pruning, many workers."""
+"""CSV replay: a replay and its results, resuming, refusals, pruning, many workers (test_studies.py checks the
+shipped spreadsheet)."""
 
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+import fake_trainers
 import optuna
 import pytest
 from optuna.trial import TrialState
 from pg import postgres_url  # noqa: F401  (fixture: a fresh database, skipped without a server unless CI=true)
+from search_fixtures import ROOT, worker_env
 
 from search import replay
 from search.spreadsheet import SpreadsheetError, read_spreadsheet
 from search.storage import open_storage
 from search.studies import load_study
 
-ROOT = Path(__file__).resolve().parent.parent
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 STUDY = """
@@ -104,20 +105,6 @@ def rows_finished(study: optuna.Study) -> list[int]:
     return sorted(t.user_attrs["csv_row"] for t in study.get_trials(states=FINISHED))
 
 
-def test_shipped_csv_fits_the_grid_study():
-    spec = load_study("grid")
-    grid = read_spreadsheet(ROOT / "hyperparameters.csv", spec.base)
-    configs = [row.config for row in grid.rows]
-    assert 18 <= len(configs) <= 24
-    assert {c.arch for c in configs} == {"unetplusplus", "linknet"}
-    assert {c.encoder_depth for c in configs} == {3, 4, 5}
-    assert len({c.encoder for c in configs}) >= 4 and len({c.lr for c in configs}) >= 3
-    assert len({c.loss for c in configs}) >= 4
-    assert replay.outside_space(grid, spec) == []  # every value is an Optuna param of the study
-    assert replay.main(["--csv", str(ROOT / "hyperparameters.csv"), "--study", "grid", "--image-size", "64",
-                        "--check"]) == 0
-
-
 def test_replay_runs_each_row_once_prunes_and_writes_results(tmp_path, study_file, synthetic_dir, capsys):
     csv_path = write_csv(tmp_path / "grid.csv", GOOD_ROWS)
     run_dir = tmp_path / "runs"
@@ -143,27 +130,12 @@ def test_replay_runs_each_row_once_prunes_and_writes_results(tmp_path, study_fil
     assert len(load(run_dir).trials) == 5  # nothing ran again
 
 
-INTERRUPTING_TRAINER = '''
-from search.testing import fake_fit
-
-calls = []
-
-
-def fit(cfg, data, reporter=None, evaluate_test=True):
-    calls.append(cfg.lr)
-    if len(calls) == 3:
-        raise KeyboardInterrupt  # Ctrl-C during the third row
-    return fake_fit(cfg, data, reporter, evaluate_test)
-'''
-
-
-def test_interrupted_replay_resumes_and_pruner_none_trains_every_row(tmp_path, study_file, synthetic_dir, monkeypatch, capsys):
-    (tmp_path / "interrupting_trainer.py").write_text(INTERRUPTING_TRAINER)
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_interrupted_replay_resumes_and_pruner_none_trains_every_row(tmp_path, study_file, synthetic_dir, capsys):
+    fake_trainers.ctrl_c_on_call_3.reset()  # Ctrl-C during the third row
     csv_path = write_csv(tmp_path / "grid.csv", GOOD_ROWS)
     run_dir = tmp_path / "runs"
     args = replay_args(csv_path, study_file, run_dir, synthetic_dir, "--pruner", "none")
-    interrupting = with_trainer(args, "interrupting_trainer:fit")
+    interrupting = with_trainer(args, "fake_trainers:ctrl_c_on_call_3")
 
     assert replay.main(interrupting) == 130
     study = load(run_dir)
@@ -255,9 +227,9 @@ def test_two_workers_on_postgres_run_each_row_once(tmp_path, study_file, synthet
             for arch in ("linknet", "unetplusplus") for depth, lr in ((3, "3e-3"), (4, "1e-3"), (5, "2e-3"))]
     csv_path = write_csv(tmp_path / "grid.csv", rows)
     open_storage(postgres_url).engine.dispose()  # the tables exist first: this test is about rows, not start-up
-    args = replay_args(csv_path, study_file, tmp_path / "runs", synthetic_dir, "--storage", postgres_url)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "POLYP_FAKE_EPOCH_SECONDS": "0.2"}
-    workers = [subprocess.Popen([sys.executable, "-m", "search.replay", *args], cwd=ROOT, env=env,
+    args = with_trainer(replay_args(csv_path, study_file, tmp_path / "runs", synthetic_dir, "--storage", postgres_url),
+                        "fake_trainers:epochs_200ms")
+    workers = [subprocess.Popen([sys.executable, "-m", "search.replay", *args], cwd=ROOT, env=worker_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs

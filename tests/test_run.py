@@ -219,7 +219,7 @@ def test_real_training_demo_end_to_end(tmp_path: Path, capsys):
     code, printed, errors = _run(["--study", "demo", "--n-trials", "2", "--epochs", "1", "--data", "synthetic",
                                   "--out", str(out), "--device", "cpu", "--quiet"], capsys)
     assert code == 0, errors
-    study = _study(out)
+    study = _study(out, "demo")
     assert finished_count(study) == 2
     assert len(TRIAL_LINE.findall(printed)) == 2
     for trial in study.trials:

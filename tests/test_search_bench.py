@@ -1,15 +1,43 @@
-"""search.bench: grid vs study on the same epoch budget (with the fake trainer: seconds)."""
+"""search.bench: grid vs study on the same epoch budget (with the fake trainer: seconds).
+
+Every test writes its own study and spreadsheet (bench's defaults are the shipped grid study and
+hyperparameters.csv, which test_studies.py checks).
+"""
 
 from __future__ import annotations
 
+import copy
 import re
+from pathlib import Path
+
+import pytest
+from search_fixtures import TINY_STUDY, search_cache, write_study  # noqa: F401
 
 from search import bench
 
+BENCH_STUDY = copy.deepcopy(TINY_STUDY)  # LinkNet at 32 px, lr searched: TPE with the median pruner, as the grid study
+BENCH_STUDY["study"]["name"] = "bench"
+BENCH_STUDY["run"].update(data="synthetic", synthetic_count=20, val_fraction=0.1, sampler="tpe", pruner="median")
+BENCH_STUDY["space"]["lr"] = {"low": 1e-4, "high": 1e-2, "log": True}
+ROWS = """arch,encoder,encoder_depth,lr,loss,notes
+linknet,resnet18,3,1e-4,bce+dice,a hand search below the fake trainer's best lr (3e-3)
+linknet,resnet18,3,2e-4,dice,
+linknet,resnet18,3,3e-4,bce+dice,
+linknet,resnet18,3,5e-4,dice+focal,so the study can match the grid before the budget is spent
+"""
 
-def test_bench_prints_curves_and_the_ratio_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("POLYP_CACHE", str(tmp_path / "cache"))
-    code = bench.main(["--trainer", "search.testing:fake_fit", "--rows", "4", "--epochs", "3"])
+
+@pytest.fixture
+def bench_files(tmp_path: Path, search_cache: Path) -> list[str]:  # noqa: F811
+    """The options naming this test's study (20 synthetic images) and four-row spreadsheet, and the fake trainer."""
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text(ROWS)
+    return ["--study", str(write_study(tmp_path, BENCH_STUDY)), "--csv", str(csv_path),
+            "--trainer", "search.testing:fake_fit"]
+
+
+def test_bench_prints_curves_and_the_ratio_line(bench_files, capsys):
+    code = bench.main([*bench_files, "--rows", "4", "--epochs", "3"])
     out = capsys.readouterr().out
     assert code == 0
     assert out.count("grid row") == 4
@@ -28,10 +56,9 @@ def test_epochs_to_reach():
     assert bench.epochs_to_reach(curve, 0.8) is None
 
 
-def test_grid_results_are_reused_and_settings_overridden(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("POLYP_CACHE", str(tmp_path / "cache"))
+def test_grid_results_are_reused_and_settings_overridden(tmp_path, bench_files, capsys):
     saved = tmp_path / "grid.json"
-    args = ["--trainer", "search.testing:fake_fit", "--rows", "3", "--epochs", "3", "--grid-results", str(saved)]
+    args = [*bench_files, "--rows", "3", "--epochs", "3", "--grid-results", str(saved)]
     assert bench.main(args) == 0
     first = capsys.readouterr().out
     assert first.count("grid row") == 3 and saved.is_file()
@@ -47,9 +74,8 @@ def test_grid_results_are_reused_and_settings_overridden(tmp_path, monkeypatch, 
     assert capsys.readouterr().out.count("grid row") == 3
 
 
-def test_until_matched_stops_the_study_once_it_matches(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("POLYP_CACHE", str(tmp_path / "cache"))
-    assert bench.main(["--trainer", "search.testing:fake_fit", "--rows", "4", "--epochs", "3", "--until-matched"]) == 0
+def test_until_matched_stops_the_study_once_it_matches(bench_files, capsys):
+    assert bench.main([*bench_files, "--rows", "4", "--epochs", "3", "--until-matched"]) == 0
     out = capsys.readouterr().out
     last = out.strip().splitlines()[-1]
     if "fewer epochs" in last:
@@ -58,11 +84,9 @@ def test_until_matched_stops_the_study_once_it_matches(tmp_path, monkeypatch, ca
         assert spent[-1] == needed
 
 
-def test_sampler_seed_changes_the_study_not_the_grid(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("POLYP_CACHE", str(tmp_path / "cache"))
+def test_sampler_seed_changes_the_study_not_the_grid(tmp_path, bench_files, capsys):
     saved = tmp_path / "grid.json"
-    args = ["--trainer", "search.testing:fake_fit", "--rows", "3", "--epochs", "2", "--grid-results", str(saved),
-            "--sampler", "random"]
+    args = [*bench_files, "--rows", "3", "--epochs", "2", "--grid-results", str(saved), "--sampler", "random"]
     runs = []
     for seed in (None, "0", "7"):
         assert bench.main(args + ([] if seed is None else ["--sampler-seed", seed])) == 0
@@ -74,10 +98,9 @@ def test_sampler_seed_changes_the_study_not_the_grid(tmp_path, monkeypatch, caps
     assert runs[2] != runs[0]
 
 
-def test_val_fraction_sets_the_split_and_a_saved_grid_is_kept_to_its_split(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("POLYP_CACHE", str(tmp_path / "cache"))
+def test_val_fraction_sets_the_split_and_a_saved_grid_is_kept_to_its_split(tmp_path, bench_files, capsys):
     saved = tmp_path / "grid.json"
-    args = ["--trainer", "search.testing:fake_fit", "--rows", "2", "--epochs", "2", "--grid-results", str(saved)]
+    args = [*bench_files, "--rows", "2", "--epochs", "2", "--grid-results", str(saved)]
     assert bench.main([*args, "--val-fraction", "0.25"]) == 0
     out = capsys.readouterr().out
     train, val, test = map(int, re.search(r"(\d+)/(\d+)/(\d+) at", out).groups())
@@ -87,8 +110,7 @@ def test_val_fraction_sets_the_split_and_a_saved_grid_is_kept_to_its_split(tmp_p
     assert out.count("grid row") == 2 and "holds another grid" in out
 
 
-def test_a_val_fraction_leaving_nothing_to_compare_is_an_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("POLYP_CACHE", str(tmp_path / "cache"))
+def test_a_val_fraction_leaving_nothing_to_compare_is_an_error(bench_files, capsys):
     for bad in ("0", "0.95"):
-        assert bench.main(["--trainer", "search.testing:fake_fit", "--rows", "1", "--val-fraction", bad]) == 2
+        assert bench.main([*bench_files, "--rows", "1", "--val-fraction", bad]) == 2
         assert "val_fraction" in capsys.readouterr().err

@@ -1,4 +1,8 @@
-"""The search space: `suggest` with FixedTrial, conditional parameters, sampled configs, samplers and pruners."""
+"""The search space: `suggest` with FixedTrial, conditional parameters, sampled configs, samplers and pruners.
+
+The tests build their spaces on the tiny study (search_fixtures.tiny_spec), except the one that samples every
+shipped study.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import math
 import optuna
 import pytest
 from optuna.trial import FixedTrial
-from search_fixtures import tiny_spec
+from search_fixtures import shipped_study_names, tiny_spec
 
 from polyp.losses import parse_loss_spec
 from polyp.models import check_buildable
@@ -16,35 +20,51 @@ from search.samplers import build_pruner, build_sampler, grid_space
 from search.space import suggest
 from search.studies import load_study
 
-DEMO_PARAMS = {"arch": "linknet", "encoder": "resnet18", "encoder_depth": 3, "lr": 2e-3, "loss": "dice+focal"}
+SMALL_SPACE = {  # on the tiny study's [train]: 32 px, 3 epochs, batch size 4
+    "arch": ["unetplusplus", "linknet"], "encoder": ["resnet18", "mobilenet_v2"], "encoder_depth": [3, 4],
+    "lr": {"low": 5e-4, "high": 1e-2, "log": True}, "loss": ["bce+dice", "dice+focal", "bce+0.5*tversky"],
+}
+SMALL_PARAMS = {"arch": "linknet", "encoder": "resnet18", "encoder_depth": 3, "lr": 2e-3, "loss": "dice+focal"}
 
 
 def test_fixed_trial_gives_the_expected_config():
-    spec = load_study("demo")
-    cfg = suggest(FixedTrial(DEMO_PARAMS), spec)
-    assert cfg == dataclasses.replace(spec.base, **DEMO_PARAMS)
-    assert cfg.image_size == 64 and cfg.epochs == 8 and cfg.batch_size == 8  # from [train]
+    spec = tiny_spec(**SMALL_SPACE)
+    cfg = suggest(FixedTrial(SMALL_PARAMS), spec)
+    assert cfg == dataclasses.replace(spec.base, **SMALL_PARAMS)
+    assert cfg.image_size == 32 and cfg.epochs == 3 and cfg.batch_size == 4  # from [train]
 
 
 def test_fixed_trial_suggests_exactly_the_space():
-    spec = load_study("demo")
-    trial = FixedTrial(DEMO_PARAMS)
-    suggest(trial, spec)
-    assert trial.params == DEMO_PARAMS
+    trial = FixedTrial(SMALL_PARAMS)
+    suggest(trial, tiny_spec(**SMALL_SPACE))
+    assert trial.params == SMALL_PARAMS
 
 
 def test_fixed_trial_missing_a_parameter_is_an_error():
-    params = {k: v for k, v in DEMO_PARAMS.items() if k != "lr"}
+    params = {k: v for k, v in SMALL_PARAMS.items() if k != "lr"}
     with pytest.raises(ValueError, match="lr"):
-        suggest(FixedTrial(params), load_study("demo"))
+        suggest(FixedTrial(params), tiny_spec(**SMALL_SPACE))
 
 
 UNETPP = {"arch": "unetplusplus", "encoder": "resnet34", "encoder_depth": 4, "decoder_attention": "scse", "lr": 1e-3,
-          "batch_size": 4, "optimizer": "adamw", "weight_decay": 1e-4, "augment": "heavy", "schedule": "cosine"}
+          "batch_size": 4, "optimizer": "adamw", "weight_decay": 1e-4, "augment": "heavy", "schedule": "cosine", "deep_supervision": False}
+
+UNETPP_SPACE = {  # a UNet++ space with tversky among its losses, as studies/unetpp.toml has
+    "arch": ["unetplusplus"], "encoder": ["resnet18", "resnet34"], "encoder_depth": [3, 4],
+    "decoder_attention": ["none", "scse"], "batch_size": [4, 8], "optimizer": ["adamw", "sgd"],
+    "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True}, "augment": ["light", "heavy"],
+    "schedule": ["onecycle", "cosine"], "loss": ["bce+dice", "dice+focal+tversky", "tversky"],
+    "tversky_alpha": {"low": 0.2, "high": 0.5},
+}
+ARCHITECTURES_SPACE = {  # every architecture, with encoders and decoder attention, as studies/architectures.toml has
+    "arch": ["unetplusplus", "linknet", "unet", "fpn", "deeplabv3plus", "manet", "attention_unet"],
+    "encoder": ["resnet18", "mobilenet_v2"], "encoder_depth": [3, 4], "decoder_attention": ["none", "scse"],
+    "batch_size": [4, 8], "loss": ["bce+dice", "bce+lovasz"], "augment": ["light", "medium"],
+}
 
 
 def test_tversky_alpha_only_with_a_tversky_loss():
-    spec = load_study("unetpp")
+    spec = tiny_spec(**UNETPP_SPACE)
     with_tversky = FixedTrial({**UNETPP, "loss": "dice+focal+tversky", "tversky_alpha": 0.25})
     assert suggest(with_tversky, spec).tversky_alpha == 0.25
     assert "tversky_alpha" in with_tversky.params
@@ -54,7 +74,7 @@ def test_tversky_alpha_only_with_a_tversky_loss():
 
 
 def test_decoder_attention_only_for_unet_and_unetplusplus():
-    spec = load_study("architectures")
+    spec = tiny_spec(**ARCHITECTURES_SPACE)
     common = {"encoder": "resnet18", "encoder_depth": 4, "lr": 1e-3, "batch_size": 4, "loss": "bce+dice",
               "augment": "light", "decoder_attention": "scse"}
     for arch in ("unet", "unetplusplus"):
@@ -68,7 +88,7 @@ def test_decoder_attention_only_for_unet_and_unetplusplus():
 
 
 def test_attention_unet_gets_no_encoder():
-    spec = load_study("architectures")
+    spec = tiny_spec(**ARCHITECTURES_SPACE)
     trial = FixedTrial({"arch": "attention_unet", "encoder_depth": 4, "lr": 1e-3, "batch_size": 8, "loss": "bce+lovasz",
                         "augment": "medium"})
     cfg = suggest(trial, spec)
@@ -96,8 +116,8 @@ def _loss_names(loss: str) -> set[str]:
     return {name for _, name in parse_loss_spec(loss)}
 
 
-@pytest.mark.parametrize("study_name", ["architectures", "unetpp", "linknet", "demo"])
-def test_random_sampling_gives_only_valid_buildable_configs(study_name: str):
+@pytest.mark.parametrize("study_name", shipped_study_names())
+def test_random_sampling_of_every_shipped_study_gives_only_valid_buildable_configs(study_name: str):
     spec = load_study(study_name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     archs = set()
@@ -123,8 +143,8 @@ def test_random_sampling_gives_only_valid_buildable_configs(study_name: str):
     assert archs == set(spec.space["arch"]), "200 random trials reach every architecture"
 
 
-def test_grid_space_of_demo():
-    spec = load_study("demo")
+def test_grid_space_of_choices_and_a_log_range():
+    spec = tiny_spec(**SMALL_SPACE)
     grid = grid_space(spec)
     assert grid["arch"] == ["unetplusplus", "linknet"]
     assert grid["encoder_depth"] == [3, 4]
@@ -158,7 +178,7 @@ def test_grid_sampler_visits_every_grid_point_once():
 @pytest.mark.parametrize("name, kind", [("tpe", optuna.samplers.TPESampler), ("random", optuna.samplers.RandomSampler),
                                         ("gp", optuna.samplers.GPSampler), ("grid", optuna.samplers.GridSampler)])
 def test_build_sampler(name: str, kind: type):
-    assert isinstance(build_sampler(name, load_study("demo"), seed=0), kind)
+    assert isinstance(build_sampler(name, tiny_spec(**SMALL_SPACE), seed=0), kind)
 
 
 @pytest.mark.parametrize("name, kind", [("median", optuna.pruners.MedianPruner),
@@ -166,11 +186,11 @@ def test_build_sampler(name: str, kind: type):
                                         ("sha", optuna.pruners.SuccessiveHalvingPruner),
                                         ("none", optuna.pruners.NopPruner)])
 def test_build_pruner(name: str, kind: type):
-    assert isinstance(build_pruner(name, load_study("demo")), kind)
+    assert isinstance(build_pruner(name, tiny_spec()), kind)
 
 
 def test_unknown_sampler_and_pruner_list_the_valid_names():
-    spec = load_study("demo")
+    spec = tiny_spec()
     with pytest.raises(ValueError, match="tpe, random, gp, grid"):
         build_sampler("annealing", spec, seed=0)
     with pytest.raises(ValueError, match="median, hyperband, sha, none"):
@@ -178,7 +198,7 @@ def test_unknown_sampler_and_pruner_list_the_valid_names():
 
 
 def test_gp_sampler_is_refused_under_a_pruner():
-    spec = load_study("demo")
+    spec = tiny_spec()  # its pruner: median
     gp = dataclasses.replace(spec, run=dataclasses.replace(spec.run, sampler="gp"))
     with pytest.raises(ValueError, match="--sampler/--pruner: sampler 'gp' with pruner 'median'.*complete trials only"):
         build_pruner("median", gp)
@@ -187,7 +207,7 @@ def test_gp_sampler_is_refused_under_a_pruner():
 
 @pytest.mark.parametrize("pruner_startup, pruned", [(3, True), (4, False)])
 def test_median_pruner_waits_for_pruner_startup_trials(pruner_startup: int, pruned: bool):
-    spec = load_study("demo")
+    spec = tiny_spec()
     spec = dataclasses.replace(spec, run=dataclasses.replace(spec.run, warmup_epochs=1, startup_trials=10,
                                                              pruner_startup_trials=pruner_startup))
     study = optuna.create_study(direction="maximize", pruner=build_pruner("median", spec))

@@ -1,4 +1,8 @@
-"""Study files: every shipped one loads, names and paths both work, and each bad key is refused by name."""
+"""Study files: every shipped one loads (and the shipped spreadsheet fits the grid study), names and paths
+both work, and each bad key is refused by name.
+
+Only the tests named `*shipped*` read studies/ and hyperparameters.csv; the rest write their own study files.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,16 @@ import copy
 from pathlib import Path
 
 import pytest
-from search_fixtures import TINY_STUDY, write_study
+from search_fixtures import ROOT, TINY_STUDY, shipped_study_names, write_study
 
+from search import replay
+from search.spreadsheet import read_spreadsheet
 from search.studies import STUDIES_DIR, Range, StudyError, StudySpec, load_study, validate_study_name
 
 SHIPPED = sorted(STUDIES_DIR.glob("*.toml"))
 
 
-def test_studies_folder_is_not_empty():
+def test_shipped_studies_include_the_four_the_readme_lists():
     assert {"demo", "unetpp", "linknet", "architectures"} <= {path.stem for path in SHIPPED}
 
 
@@ -26,8 +32,8 @@ def test_every_shipped_study_loads(path: Path):
     assert spec.description
 
 
-def test_name_and_path_give_the_same_study(tmp_path: Path):
-    by_name = load_study("demo")
+def test_shipped_study_by_name_and_by_path_is_the_same_study(tmp_path: Path):
+    by_name = load_study("demo")  # a name is looked up in studies/
     by_path = load_study(str(STUDIES_DIR / "demo.toml"))
     copied = tmp_path / "copy-of-demo.toml"
     copied.write_text((STUDIES_DIR / "demo.toml").read_text())
@@ -44,20 +50,24 @@ def test_study_name_defaults_to_the_file_name(tmp_path: Path):
     assert spec.name == "my-study"
 
 
-def test_demo_settings():
-    spec = load_study("demo")
+def test_study_file_settings_reach_the_spec(tmp_path: Path):
+    tables = copy.deepcopy(TINY_STUDY)
+    tables["run"].update(sampler="tpe", pruner="median")
+    tables["train"]["image_size"] = 64
+    tables["space"].update(arch=["unetplusplus", "linknet"], lr={"low": 5e-4, "high": 1e-2, "log": True})
+    spec = load_study(str(write_study(tmp_path, tables)))
     assert spec.run.sampler == "tpe" and spec.run.pruner == "median"
     assert spec.base.image_size == 64
     assert spec.space["arch"] == ["unetplusplus", "linknet"]
     assert spec.space["lr"] == Range(5e-4, 1e-2, log=True)
 
 
-def test_unknown_study_lists_the_known_ones():
+def test_unknown_study_lists_the_shipped_ones():
     with pytest.raises(StudyError) as error:
         load_study("no-such-study")
     message = str(error.value)
     assert "no-such-study" in message
-    for known in ("demo", "unetpp", "linknet", "architectures"):
+    for known in shipped_study_names():
         assert known in message
 
 
@@ -156,3 +166,17 @@ def test_tiny_study_is_valid(tmp_path: Path):
     assert spec.name == "tiny"
     assert spec.space == {"lr": Range(1e-5, 1.0, log=True)}
     assert spec.base.encoder_depth == 3 and spec.base.image_size == 32
+
+
+def test_shipped_csv_fits_the_grid_study():
+    spec = load_study("grid")
+    grid = read_spreadsheet(ROOT / "hyperparameters.csv", spec.base)
+    configs = [row.config for row in grid.rows]
+    assert 18 <= len(configs) <= 24
+    assert {c.arch for c in configs} == {"unetplusplus", "linknet"}
+    assert {c.encoder_depth for c in configs} == {3, 4, 5}
+    assert len({c.encoder for c in configs}) >= 4 and len({c.lr for c in configs}) >= 3
+    assert len({c.loss for c in configs}) >= 4
+    assert replay.outside_space(grid, spec) == []  # every value is an Optuna param of the study
+    assert replay.main(["--csv", str(ROOT / "hyperparameters.csv"), "--study", "grid", "--image-size", "64",
+                        "--check"]) == 0

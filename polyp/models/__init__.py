@@ -17,6 +17,7 @@ from torch import nn
 from polyp.architectures import ARCHITECTURES
 from polyp.config import ConfigError, TrainConfig
 from polyp.models.attention_unet import AttentionUNet
+from polyp.models.deep_supervision import DeepSupervisedUnetPlusPlus
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {  # one per name in polyp.architectures.ARCHITECTURES
     "unetplusplus": smp.UnetPlusPlus,
@@ -46,6 +47,10 @@ def check_buildable(cfg: TrainConfig) -> None:
         _check_encoder(cfg)
     elif cfg.encoder_weights == "imagenet":
         raise ConfigError(f"encoder_weights: {cfg.arch} has no ImageNet encoder; use none or a weights file")
+    if cfg.deep_supervision and not architecture.takes_deep_supervision:
+        takers = sorted(name for name, arch in ARCHITECTURES.items() if arch.takes_deep_supervision)
+        raise ConfigError(f"deep_supervision: {cfg.arch} has no nested decoder to supervise; it works with "
+                          f"{', '.join(takers)}")
     if cfg.decoder_attention != "none" and not architecture.takes_decoder_attention:
         takers = sorted(name for name, arch in ARCHITECTURES.items() if arch.takes_decoder_attention)
         raise ConfigError(f"decoder_attention: {cfg.arch} has no decoder attention; "
@@ -104,7 +109,7 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     kwargs = model_kwargs(cfg)
     if cfg.encoder_weights == "imagenet":
         kwargs["encoder_weights"] = "imagenet"
-    model = MODEL_CLASSES[cfg.arch](**kwargs)
+    model = (DeepSupervisedUnetPlusPlus if cfg.deep_supervision else MODEL_CLASSES[cfg.arch])(**kwargs)
     if cfg.encoder_weights not in ("none", "imagenet"):
         load_encoder_weights(model, cfg.encoder_weights)
     if cfg.encoder_weights == "imagenet":

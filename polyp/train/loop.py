@@ -70,11 +70,17 @@ class TrainStep:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.forward = torch.compile(model) if cfg.compile else model
 
+    def supervised_loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The loss of one output (N,1,H,W), or the mean over a deep-supervised model's heads (heads,N,1,H,W)."""
+        if logits.dim() == 5:
+            return torch.stack([self.loss_fn(head, masks) for head in logits]).mean()
+        return self.loss_fn(logits, masks)
+
     def train(self, images: torch.Tensor, masks: torch.Tensor) -> float:
         x, y = self.normalize(images), masks.to(self.device, non_blocking=True)
         with autocast(self.device, self.dtype):
             logits = self.forward(x)
-        loss = self.loss_fn(logits, y)
+        loss = self.supervised_loss(logits, y)
         value = loss.item()
         if not math.isfinite(value):
             return value
