@@ -26,12 +26,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from polyp.config import TrainConfig
-from polyp.data import prepare_data
+from polyp.data import ImageSet, prepare_data
 from polyp.errors import PolypError
 from polyp.models import build_model
 from polyp.predict import Predictor
 from polyp.runtime import count_float32_convolutions, resolve_device
-from polyp.train.loop import TrainStep, train_loader, train_one_epoch
+from polyp.train.loader import AUTO, loader_workers, train_loader
+from polyp.train.loop import TrainStep, train_one_epoch
 from polyp.train.options import config_arguments, config_from_args
 
 SCHEDULE_STEPS = 100_000  # steps per epoch given to the schedule, so one-cycle never runs out while timing
@@ -168,22 +169,53 @@ def bench_prediction(steps: dict[str, TrainStep], cfg: TrainConfig, args: argpar
     return [Speed(name, seconds[name], args.predict_batch, flops) for name in steps]
 
 
-def bench_data_wait(cfg: TrainConfig, device: torch.device, data: str, steps: int) -> dict[str, float | str]:
-    """Share of training time spent waiting for the trainer's batches of `data` (synthetic if it is absent).
+@dataclass
+class TrainingImages:
+    """The decoded training images the data-pipeline measurements use."""
+
+    source: str  # the data folder, or "synthetic" when it does not exist
+    images: ImageSet
+    load_seconds: float  # decoding (or reading the decoded cache)
+
+
+def training_images(cfg: TrainConfig, data: str) -> TrainingImages:
+    """The training split of `data` (synthetic if it is absent), decoded at `cfg.image_size`."""
+    source = data if Path(data).is_dir() else "synthetic"
+    started = time.perf_counter()
+    images = prepare_data(source, cfg.image_size).train
+    return TrainingImages(source, images, time.perf_counter() - started)
+
+
+def bench_loader(cfg: TrainConfig, images: ImageSet, device: torch.device, workers: int, batches: int) -> float:
+    """Images/s the trainer's loader delivers with no model, with `workers` processes (after its first batch)."""
+    loader = train_loader(dataclasses.replace(cfg, loader_workers=workers), images,
+                          torch.Generator().manual_seed(cfg.seed), device)
+    served, counted, started = 0, 0, 0.0
+    while served <= batches:  # epochs over the loader until `batches` batches after the first
+        for batch, _ in loader:
+            if served == 0:
+                started = time.perf_counter()  # worker start-up and the first batch are not counted
+            else:
+                counted += len(batch)
+            served += 1
+            if served > batches:
+                break
+    return counted / (time.perf_counter() - started)
+
+
+def bench_data_wait(cfg: TrainConfig, device: torch.device, data: TrainingImages, steps: int) -> dict[str, float | str]:
+    """Share of training time spent waiting for the trainer's batches of `data`.
 
     Runs `train_one_epoch` with the default step over `steps` batches of the trainer's own loader
     (0 = a whole epoch).
     """
-    source = data if Path(data).is_dir() else "synthetic"
-    started = time.perf_counter()
-    images = prepare_data(source, cfg.image_size).train
-    load_seconds = time.perf_counter() - started
+    images = data.images
     torch.manual_seed(cfg.seed)
     step = TrainStep(cfg, build_model(cfg).to(device), device, SCHEDULE_STEPS)
-    loader = train_loader(cfg, images, torch.Generator().manual_seed(cfg.seed))
+    loader = train_loader(cfg, images, torch.Generator().manual_seed(cfg.seed), device)
     batches = itertools.islice(loader, steps) if steps else loader
     epoch = train_one_epoch(step, batches)
-    return {"source": source, "images": len(images), "load_seconds": load_seconds,
+    return {"source": data.source, "images": len(images), "load_seconds": data.load_seconds,
             "batches": steps or len(loader), **epoch}
 
 
@@ -208,8 +240,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="data folder for the data-wait measurement (synthetic when it does not exist)")
     parser.add_argument("--wait-steps", type=int, default=30,
                         help="batches of the real loader for the data-wait share; 0 = a whole epoch, -1 = skip")
+    parser.add_argument("--loader-batches", type=int, default=30, help="batches timed for the loader-only figures")
+    parser.add_argument("--workers-sweep", type=int, metavar="N",
+                        help="also print the loader-only images/s for 0, 1, ..., N loader workers")
+    parser.add_argument("--loader-only", action="store_true",
+                        help="measure only the data pipeline (no model): the loader-only figures")
     config_arguments(parser)
     return parser.parse_args(argv)
+
+
+def loader_lines(cfg: TrainConfig, device: torch.device, data: TrainingImages, args: argparse.Namespace,
+                 step_images_per_second: float | None) -> list[str]:
+    """The loader-only figures (no model): the trainer's worker count, a sweep if asked, and the bottleneck."""
+    workers = loader_workers(cfg, device)
+    rate = bench_loader(cfg, data.images, device, workers, args.loader_batches)
+    note = "" if data.source != "synthetic" else " (data folder not found: synthetic images instead)"
+    lines = [f"data pipeline: {data.source}{note}, {len(data.images)} training images at {cfg.image_size} px, augment "
+             f"{cfg.augment}, decoded/loaded once in {data.load_seconds:.1f} s",
+             f"  loader only (no model), {workers} worker(s) (loader_workers {cfg.loader_workers}"
+             f"{' = auto' if cfg.loader_workers == AUTO else ''}): {rate:.1f} images/s"]
+    for count in range(args.workers_sweep + 1) if args.workers_sweep is not None else ():
+        lines.append(f"  loader only, {count} worker(s): {bench_loader(cfg, data.images, device, count, args.loader_batches):.1f} images/s")
+    if step_images_per_second is not None:
+        slower = "the model" if step_images_per_second < rate else "the data pipeline"
+        lines.append(f"  bottleneck at {cfg.image_size} px on {device.type}: {slower} (training step "
+                     f"{step_images_per_second:.1f} images/s, loader {rate:.1f} images/s)")
+    return lines
 
 
 def run(args: argparse.Namespace, cfg: TrainConfig, emit: Callable[[str], None] = print) -> None:
@@ -217,6 +273,10 @@ def run(args: argparse.Namespace, cfg: TrainConfig, emit: Callable[[str], None] 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    if args.loader_only:
+        for line in loader_lines(cfg, device, training_images(cfg, args.data), args, None):
+            emit(line)
+        return
     peak = {dtype: matmul_gflops(dtype, args.peak_size) for dtype in (torch.float32, torch.bfloat16)}
     steps = make_steps(cfg, device)
     training, seconds = bench_training(steps, cfg, args)
@@ -243,8 +303,11 @@ def run(args: argparse.Namespace, cfg: TrainConfig, emit: Callable[[str], None] 
     ]
     for line in lines:
         emit(line)
+    data = training_images(cfg, args.data)
+    for line in loader_lines(cfg, device, data, args, default.images_per_second):
+        emit(line)
     if args.wait_steps >= 0:
-        for line in data_wait_lines(bench_data_wait(cfg, device, args.data, args.wait_steps), cfg):
+        for line in data_wait_lines(bench_data_wait(cfg, device, data, args.wait_steps), cfg):
             emit(line)
     emit(f"speed-up of the default training step over plain float32: "
          f"{default.images_per_second / plain.images_per_second:.1f}x")
@@ -252,10 +315,7 @@ def run(args: argparse.Namespace, cfg: TrainConfig, emit: Callable[[str], None] 
 
 def data_wait_lines(wait: dict, cfg: TrainConfig) -> list[str]:
     """The data-pipeline part of the report."""
-    note = "" if wait["source"] != "synthetic" else " (data folder not found: synthetic images instead)"
     return [
-        f"data pipeline: {wait['source']}{note}, {wait['images']} training images decoded/loaded once in "
-        f"{wait['load_seconds']:.1f} s, augment {cfg.augment}",
         f"  {wait['batches']} batches of the trainer's loader: {wait['images_per_second']:.2f} images/s, "
         f"waiting for batches {wait['data_wait_fraction']:.1%} of the time",
         "",

@@ -65,6 +65,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory format (faster convolutions on CPU and GPU)
     compile: bool = False  # torch.compile the model
     threads: int = 0  # torch intra-op threads; 0 = all cores
+    loader_workers: int = -1  # processes preparing batches; -1 = auto (0 where training uses every core), 0 = none
     seed: int = 0  # seeds model init, data order and augmentation
     device: str = "auto"  # auto | cpu | cuda
 
@@ -102,6 +103,7 @@ _RANGES = {  # inclusive bounds
     "early_stop_patience": (0, 10_000),
     "grad_clip": (0.0, 1e6),
     "threads": (0, 1024),
+    "loader_workers": (-1, 64),
     "seed": (0, 2**32 - 1),
 }
 

@@ -14,7 +14,7 @@ class SegmentationDataset(Dataset):
     """Yields (image uint8 3xSxS, mask float 1xSxS) pairs, augmented when `augment` is not "none"."""
 
     def __init__(self, images: ImageSet, augment: str = "none", seed: int | None = None):
-        self.images = images
+        self.images, self.seed = images, seed or 0
         self.transform = build_augmentation(augment, seed)
 
     def __len__(self) -> int:

@@ -26,6 +26,7 @@ from polyp.runtime import (
     resolve_precision,
     strided_depthwise_in_float32,
 )
+from polyp.train.loader import train_loader
 from polyp.train.optim import Schedule, build_optimizer
 from polyp.train.reporter import Reporter
 
@@ -102,12 +103,6 @@ def _seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def train_loader(cfg: TrainConfig, images: ImageSet, generator: torch.Generator) -> DataLoader:
-    """The trainer's shuffled, augmented batches of `images` (augmentation runs in the main process)."""
-    return DataLoader(SegmentationDataset(images, cfg.augment, seed=cfg.seed), batch_size=cfg.batch_size,
-                      shuffle=True, drop_last=len(images) > cfg.batch_size, generator=generator)
-
-
 def train_one_epoch(step: TrainStep, loader: DataLoader) -> dict[str, float]:
     """One pass over the training data; returns mean loss, seconds, images/s and time spent waiting for data."""
     step.model.train()
@@ -182,7 +177,7 @@ def fit(cfg: TrainConfig, data: PolypData, reporter: Reporter | None = None, eva
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     model = build_model(cfg).to(device)
-    loader = train_loader(cfg, data.train, generator)
+    loader = train_loader(cfg, data.train, generator, device)
     step = TrainStep(cfg, model, device, len(loader))
     history, best, best_state, status, reason, stale = [], None, None, "completed", "", 0
     for epoch in range(1, cfg.epochs + 1):
