@@ -37,6 +37,7 @@ from search.spreadsheet import SEPARATORS, Spreadsheet, SpreadsheetRow, read_spr
 from search.storage import StudyLock
 from search.studies import Range, StudySpec, load_study
 from search.trial_loop import interrupt_on_signals, run_until, trial_line
+from search.workers import add_worker_options, plan_workers, run_workers
 
 RESULTS_FILE = "replay-results.csv"
 RESULT_COLUMNS = ("trial", "state", "epochs_run", "best_val_mdice", "test_mdice", "test_miou", "minutes")
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     add_study_options(parser)
     add_training_options(parser)
     parser.add_argument("--check", action="store_true", help="only check the CSV against the study; enqueue nothing")
+    add_worker_options(parser)
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     interrupt_on_signals()
@@ -206,9 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trainer = import_trainer(args.trainer)
         session = open_session(args)
-        data = load_data(session)
+        data = load_data(session)  # decoded and split once, before any worker starts (they read the cache)
+        plan = plan_workers(args, sys.argv[1:] if argv is None else argv) if args.workers != 1 else None
     except USER_ERRORS as error:
         return fail(str(error))
+    if plan is not None:
+        code = run_workers("search.replay", plan)
+        results = session.folder / RESULTS_FILE
+        print(summary(grid, write_results(results, grid, row_trials(session.study, grid, session.spec)), results))
+        return code
     print(f"study {spec.name}: pruner {session.spec.run.pruner}, {data.describe(spec.base.image_size)}, "
           f"worker pid {os.getpid()}", flush=True)
     for note in data.notes():

@@ -24,6 +24,7 @@ from search.record import TrialRecord
 from search.session import Session, load_data, open_session
 from search.storage import command_url, password_hint, safe_url
 from search.trial_loop import interrupt_on_signals, print_trial, run_until
+from search.workers import add_worker_options, plan_workers, run_workers
 
 
 def summary_table(session: Session, top: int = 5) -> str:
@@ -61,15 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     add_study_options(parser)
     parser.add_argument("--n-trials", type=int, required=True, help="finished trials the study must hold")
     add_training_options(parser)
+    add_worker_options(parser)
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     interrupt_on_signals()
     try:
         trainer = import_trainer(args.trainer)
         session = open_session(args)
-        data = load_data(session)
+        data = load_data(session)  # decoded and split once, before any worker starts (they read the cache)
+        plan = plan_workers(args, sys.argv[1:] if argv is None else argv) if args.workers != 1 else None
     except USER_ERRORS as error:
         return fail(str(error))
+    if plan is not None:
+        return run_workers("search.run", plan)
     spec = session.spec
     print(f"study {spec.name}: target {args.n_trials} finished trials, sampler {spec.run.sampler}, pruner {spec.run.pruner}, "
           f"{spec.base.epochs} epochs at {spec.base.image_size} px, {data.describe(spec.base.image_size)}, "

@@ -7,7 +7,11 @@ its calls across tests: `reset()` it at the start of a test.
 
 from __future__ import annotations
 
-from search.testing import FakeTrainer, InterruptingTrainer
+import os
+import tempfile
+from pathlib import Path
+
+from search.testing import FakeTrainer, InterruptingTrainer, fake_fit
 
 # Slow epochs, so that several workers' trials overlap (and a killed worker leaves a trial running).
 epochs_200ms = FakeTrainer(epoch_seconds=0.2)
@@ -18,3 +22,20 @@ epochs_1500ms = FakeTrainer(epoch_seconds=1.5)
 # Ctrl-C during the second or the third trial (or CSV row) of a run.
 ctrl_c_on_call_2 = InterruptingTrainer(on_call=2)
 ctrl_c_on_call_3 = InterruptingTrainer(on_call=3)
+
+
+class ExitOnce:
+    """A trainer whose first call, across the workers of one parent command, ends its process with status 3
+    (a worker that dies mid-trial); every other call trains like `fake_fit`. The workers of one command share
+    their parent's pid, which names the marker file."""
+
+    def __call__(self, cfg, data, reporter=None, evaluate_test=True):
+        marker = Path(tempfile.gettempdir()) / f"polyp-exit-once-{os.getppid()}"
+        try:
+            marker.open("x").close()
+        except FileExistsError:
+            return fake_fit(cfg, data, reporter, evaluate_test)
+        os._exit(3)
+
+
+exit_once = ExitOnce()

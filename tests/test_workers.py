@@ -1,0 +1,104 @@
+"""`--workers N`: several worker processes from one command, sharing one SQLite study on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from search_fixtures import TINY_STUDY, finished_count, search_cache, worker_env, write_study  # noqa: F401
+
+from search.options import CommandLineError
+from search.record import TrialRecord
+from search.run import main as run_main
+from search.storage import default_storage_url
+from search.workers import plan_workers
+
+pytestmark = pytest.mark.usefixtures("search_cache")
+
+
+def _args(**given) -> argparse.Namespace:
+    return argparse.Namespace(**{"workers": 2, "devices": None, "device": None, "threads": None, **given})
+
+
+def test_cpu_workers_split_the_cores_and_keep_the_rest_of_the_command_line():
+    plan = plan_workers(_args(workers=2), ["--study", "demo", "--workers", "2", "--n-trials=4"], cpu_count=8)
+    assert plan.argv == [["--study", "demo", "--n-trials=4", "--threads", "4"]] * 2
+    plan = plan_workers(_args(workers=3, threads=1, device="cpu"), ["--workers=3", "--threads", "1"], cpu_count=8)
+    assert plan.argv == [["--threads", "1"]] * 3
+
+
+def test_cuda_workers_take_the_listed_devices_in_turn():
+    plan = plan_workers(_args(workers=3, devices="cuda:0,cuda:1"), ["--devices", "cuda:0,cuda:1", "--workers", "3"])
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in plan.environments] == ["0", "1", "0"]
+    assert plan.argv == [["--device", "cuda"]] * 3
+
+
+@pytest.mark.parametrize("given, words", [({"workers": 0}, "--workers 0"),
+                                          ({"devices": "gpu0"}, "--devices gpu0: gpu0 is not cuda:N")])
+def test_impossible_worker_settings_are_refused(given, words):
+    with pytest.raises(CommandLineError, match=words):
+        plan_workers(_args(**given), [])
+
+
+def _study(out: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tiny", storage=default_storage_url(out))
+
+
+def _argv(tmp_path: Path, trainer: str, trials: int) -> list[str]:
+    tables = {**TINY_STUDY, "run": {**TINY_STUDY["run"], "synthetic_count": 16}}
+    return ["--study", str(write_study(tmp_path, tables)), "--out", str(tmp_path / "runs"), "--n-trials", str(trials),
+            "--data", "synthetic", "--quiet", "--workers", "2", "--heartbeat", "1", "--trainer", trainer]
+
+
+def test_two_workers_share_the_study_and_their_lines_are_prefixed(tmp_path: Path, capsys):
+    assert run_main(_argv(tmp_path, "search.testing:fake_fit", 6)) == 0
+    printed = capsys.readouterr().out
+    study = _study(tmp_path / "runs")
+    assert finished_count(study) == 6 and len(study.trials) == 6
+    assert len({TrialRecord.of(t).worker for t in study.trials}) == 2, "both workers ran trials"
+    assert re.search(r"^\[worker 1\] trial \d+ ", printed, re.MULTILINE)
+    assert re.search(r"^\[worker 2\] trial \d+ ", printed, re.MULTILINE)
+    assert re.search(r"^started 2 workers: pids \d+, \d+$", printed, re.MULTILINE)
+
+
+def test_a_worker_that_dies_is_reported_and_its_trial_retried(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("PYTHONPATH", worker_env()["PYTHONPATH"])
+    code = run_main(_argv(tmp_path, "fake_trainers:exit_once", 4))
+    for marker in Path(tempfile.gettempdir()).glob("polyp-exit-once-*"):
+        marker.unlink()
+    captured = capsys.readouterr()
+    assert code == 1
+    assert re.search(r"worker [12] \(pid \d+\) ended badly: exit status 3", captured.err)
+    study = _study(tmp_path / "runs")
+    assert finished_count(study) == 4
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    retries = [TrialRecord.of(t).retry_of for t in study.trials]
+    assert len(failed) == 1 and failed[0].number in retries, "the dead worker's trial ran again"
+
+
+def test_sigterm_to_the_command_stops_every_worker_cleanly(tmp_path: Path):
+    argv = _argv(tmp_path, "fake_trainers:epochs_500ms", 20)
+    command = subprocess.Popen([sys.executable, "-m", "search.run", *argv], env=worker_env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen = []
+    for line in command.stdout:
+        seen.append(line)
+        if line.startswith("[worker") and " trial " in line:
+            break
+    time.sleep(0.5)
+    command.send_signal(signal.SIGTERM)
+    output = "".join(seen) + command.communicate(timeout=120)[0]
+    assert command.returncode == 130, output
+    study = _study(tmp_path / "runs")
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING], "every running trial was marked"
+    interrupted = [t for t in study.trials if "interrupted" in TrialRecord.of(t).fail_reason]
+    assert 1 <= len(interrupted) <= 2 and finished_count(study) < 20
