@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from polyp.io import write_text
 from search.options import USER_ERRORS, add_study_options, fail
 from search.report.page import ReportParts, index_html
-from search.report.sheets import gradcam_for, prediction_sheets
+from search.report.sheets import TrialFiles, gradcam_for, prediction_sheets
 from search.report.trials import loss_curves_html, loss_curves_png, write_optuna_plots, write_trials_csv
 from search.session import Session, load_data, open_session
 from search.storage import safe_url
@@ -70,9 +70,10 @@ def write_report(session: Session, top: int = 3, gradcam: bool = False) -> Repor
     parts.optuna_plots = write_optuna_plots(study, folder)
     data = load_data(session)
     sample = data.test.subset(data.test.stems[: spec.run.sample_images])
-    parts.sheets = prediction_sheets(session.run_dir, spec.name, best, sample, folder)
+    files = TrialFiles(session.run_dir, spec.name, session.artifacts)
+    parts.sheets = prediction_sheets(files, best, sample, folder)
     if gradcam:
-        parts.gradcam = gradcam_for(session.run_dir, spec.name, best[0], sample, folder)
+        parts.gradcam = gradcam_for(files, best[0], sample, folder)
     return parts
 
 

@@ -17,8 +17,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 import optuna_dashboard
 
-from search.options import DEFAULT_RUN_DIR, USER_ERRORS, CommandLineError, fail
-from search.outputs import artifact_store
+from search.artifacts import open_artifact_store
+from search.options import DEFAULT_RUN_DIR, USER_ERRORS, CommandLineError, add_artifacts_option, fail
 from search.session import open_session
 from search.storage import default_storage_url, open_storage, safe_url
 
@@ -69,9 +69,9 @@ def wrap_long_values(app):
     return wrapped
 
 
-def dashboard_app(storage: optuna.storages.BaseStorage, run_dir: Path):
-    """The optuna-dashboard WSGI app over `storage`, serving artifacts from `<run_dir>/artifacts`."""
-    return wrap_long_values(optuna_dashboard.wsgi(storage, artifact_store=artifact_store(run_dir)))
+def dashboard_app(storage: optuna.storages.BaseStorage, artifacts):
+    """The optuna-dashboard WSGI app over `storage`, serving the trials' files from the artifact store."""
+    return wrap_long_values(optuna_dashboard.wsgi(storage, artifact_store=artifacts))
 
 
 def study_url(base: str, storage: optuna.storages.BaseStorage, study_name: str | None) -> str:
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Browse studies, trial notes and artifacts in optuna-dashboard.")
     parser.add_argument("--study", help="study to open first (name or .toml path); default: the study list")
     parser.add_argument("--storage", help="SQLAlchemy URL (default: SQLite in --out)")
+    add_artifacts_option(parser)
     parser.add_argument("--out", "--run-dir", dest="run_dir", default=DEFAULT_RUN_DIR,
                         help=f"run folder with optuna.db and artifacts/ (default: {DEFAULT_RUN_DIR}/)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         storage, study_name, url = open_target(args)
-        app = dashboard_app(storage, Path(args.run_dir))
+        app = dashboard_app(storage, open_artifact_store(Path(args.run_dir), args.artifacts))
     except USER_ERRORS as error:
         return fail(str(error))
     try:
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         return fail(f"cannot listen on {args.host}:{args.port} ({error.strerror or error}); try another --port")
     base = f"http://{args.host}:{server.server_port}"
-    print(f"optuna-dashboard of {safe_url(url)} with artifacts from {Path(args.run_dir) / 'artifacts'}")
+    print(f"optuna-dashboard of {safe_url(url)} with artifacts from {args.artifacts or Path(args.run_dir) / 'artifacts'}")
     print(f"open {study_url(base, storage, study_name)}  (Ctrl+C stops it)", flush=True)
     try:
         server.serve_forever()

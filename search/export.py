@@ -30,6 +30,7 @@ from polyp.checkpoint import (
 )
 from polyp.config import TrainConfig, parse_config
 from polyp.train import fit
+from search.artifacts import checkpoint_folder
 from search.forced import forced_settings
 from search.options import USER_ERRORS, CommandLineError, add_study_options, fail
 from search.outputs import trial_dir
@@ -97,15 +98,16 @@ def retrain(session: Session, trial: FrozenTrial, overrides: dict) -> tuple[nn.M
 
 
 def kept_model(session: Session, trial: FrozenTrial) -> tuple[nn.Module, TrainConfig, dict]:
-    """The trial's own checkpoint; NoCheckpoint if it kept none."""
-    folder = trial_dir(session.run_dir, session.spec.name, trial.number) / "checkpoint"
-    if not folder.is_dir():
-        raise NoCheckpoint(f"trial {trial.number} of study {session.spec.name} ({trial.state.name.lower()}) kept no "
-                           f"checkpoint (only complete trials keep one; looked in {folder}); add --retrain to train "
-                           f"its config again and export that")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # smp warns about mismatched keys before load_checkpoint explains them
-        model, info = load_checkpoint(folder)
+    """The trial's own checkpoint (its folder here, else its artifacts); NoCheckpoint if it kept none."""
+    with checkpoint_folder(session.artifacts, session.run_dir, session.spec.name, trial) as folder:
+        if folder is None:
+            local = trial_dir(session.run_dir, session.spec.name, trial.number) / "checkpoint"
+            raise NoCheckpoint(f"trial {trial.number} of study {session.spec.name} ({trial.state.name.lower()}) kept "
+                               f"no checkpoint (only complete trials keep one; looked in {local} and the artifact "
+                               f"store); add --retrain to train its config again and export that")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # smp warns about mismatched keys before load_checkpoint explains them
+            model, info = load_checkpoint(folder)
     record = TrialRecord.of(trial)
     metrics = info.extra.get("metrics") or {"val": record.val, "test": record.test}
     return model, info.config, metrics
@@ -116,7 +118,7 @@ def export_trial(session: Session, trial: FrozenTrial, out: Path, retrain_missin
     """Writes the trial's model into `out` (config.json, model.safetensors, training.json)."""
     try:
         model, cfg, metrics = kept_model(session, trial)
-        source = str(trial_dir(session.run_dir, session.spec.name, trial.number) / "checkpoint")
+        source = f"trial {trial.number}'s checkpoint"
     except NoCheckpoint:
         if not retrain_missing:
             raise

@@ -13,8 +13,9 @@ import optuna
 from polyp.config import TrainConfig, parse_config
 from polyp.data import PolypData
 from polyp.train import PrintReporter, Reporters, TrainResult, fit
+from search.artifacts import open_artifact_store
 from search.forced import apply_forced
-from search.outputs import artifact_store, trial_dir, upload_files, write_trial_files
+from search.outputs import trial_dir, upload_files, write_trial_files
 from search.record import (
     csv_values,
     record_config,
@@ -68,6 +69,7 @@ class Objective:
     run_dir: Path
     trainer: Trainer = fit
     after_trial: list[Callable[[optuna.trial.Trial, dict], None]] = field(default_factory=list)
+    artifacts: object = None  # the artifact store (search.artifacts); None: the run folder's
     verbose: bool = True
 
     def config_for(self, trial: optuna.trial.Trial) -> TrainConfig:
@@ -107,7 +109,7 @@ class Objective:
                                   keep_checkpoint=result.status in ("completed", "early_stopped"),
                                   facts={"metrics": {"val": result.best_val, "test": result.test},
                                          "study": self.spec.name, "trial": trial.number})
-        record_outputs(trial, upload_files(artifact_store(self.run_dir), trial, files), str(folder))
+        record_outputs(trial, upload_files(self.artifacts or open_artifact_store(self.run_dir), trial, files), str(folder))
         for hook in self.after_trial:
             hook(trial, facts)
         overhead = time.perf_counter() - trained

@@ -24,12 +24,19 @@ def add_study_options(parser: argparse.ArgumentParser, run_dir_flag: str = "--ou
     """--study, --storage, --out (or --run-dir): which study, where it is stored, where its files go."""
     parser.add_argument("--study", required=True, help="study name (studies/NAME.toml) or path to a .toml file")
     parser.add_argument("--storage", help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in --out)")
+    add_artifacts_option(parser)
     if run_dir_flag == "--out":
         parser.add_argument("--out", "--run-dir", dest="run_dir", default=DEFAULT_RUN_DIR,
                             help=f"run folder (default: {DEFAULT_RUN_DIR}/)")
     else:
         parser.add_argument("--run-dir", dest="run_dir", default=DEFAULT_RUN_DIR,
                             help=f"run folder (default: {DEFAULT_RUN_DIR}/)")
+
+
+def add_artifacts_option(parser: argparse.ArgumentParser) -> None:
+    """--artifacts: where trials' files are kept as Optuna artifacts (see search.artifacts)."""
+    parser.add_argument("--artifacts", help="artifact store: a folder or s3://bucket/prefix (default: <run folder>/"
+                        "artifacts; S3 uses AWS_ENDPOINT_URL and the usual AWS credentials)")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:

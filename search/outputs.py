@@ -34,13 +34,6 @@ def trial_dir(run_dir: Path, study_name: str, number: int) -> Path:
     return study_dir(run_dir, study_name) / f"trial-{number}"
 
 
-def artifact_store(run_dir: Path) -> FileSystemArtifactStore:
-    """The file-system artifact store of a run folder (`<run folder>/artifacts`)."""
-    folder = run_dir / "artifacts"
-    folder.mkdir(parents=True, exist_ok=True)
-    return FileSystemArtifactStore(str(folder))
-
-
 def write_trial_files(folder: Path, cfg: TrainConfig, result: TrainResult, sample: ImageSet, title: str,
                       keep_checkpoint: bool, facts: dict) -> list[Path]:
     """Writes config.json, history.csv, loss_curve.png, predictions.png (and checkpoint/) into `folder`."""

@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
           f"worker pid {os.getpid()}", flush=True)
     for note in data.notes():
         print(note, flush=True)
-    objective = Objective(session.spec, data, session.run_dir, trainer=trainer,
+    objective = Objective(session.spec, data, session.run_dir, trainer=trainer, artifacts=session.artifacts,
                           verbose=not args.quiet, after_trial=[write_note])
     results = session.folder / RESULTS_FILE
     try:

@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
           f"worker pid {os.getpid()}", flush=True)
     for note in data.notes():
         print(note, flush=True)
-    objective = Objective(spec, data, session.run_dir, trainer=trainer, verbose=not args.quiet, after_trial=[write_note])
+    objective = Objective(spec, data, session.run_dir, trainer=trainer, verbose=not args.quiet, after_trial=[write_note],
+                          artifacts=session.artifacts)
     try:
         outcome = run_until(session.study, objective, args.n_trials, session.storage, timeout=args.timeout,
                             callbacks=[print_trial],

@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 
 from polyp.data import PolypData, Split, prepare_data
+from search.artifacts import open_artifact_store
 from search.forced import with_command_line
 from search.options import CommandLineError
 from search.outputs import study_dir
@@ -30,6 +31,7 @@ class Session:
     storage_url: str
     storage: optuna.storages.RDBStorage
     study: optuna.Study
+    artifacts: object  # the Optuna artifact store of the trials' files (search.artifacts)
 
     @property
     def folder(self) -> Path:
@@ -60,6 +62,7 @@ def open_session(args: argparse.Namespace, create: bool = True) -> Session:
     if create:  # before anything is written: build_pruner refuses a pair the sampler cannot search under
         pruner = build_pruner(spec.run.pruner, spec)
     run_dir = writable_run_dir(args.run_dir)
+    artifacts = open_artifact_store(run_dir, getattr(args, "artifacts", None))  # checked before the study is touched
     url = args.storage or default_storage_url(run_dir)
     storage = open_storage(url, getattr(args, "heartbeat", 15))
     if create:
@@ -70,7 +73,7 @@ def open_session(args: argparse.Namespace, create: bool = True) -> Session:
         if spec.name not in names:
             raise StudyError(f"no study {spec.name!r} in {safe_url(url)}; studies there: {', '.join(names) or 'none'}")
         study = optuna.load_study(study_name=spec.name, storage=storage)
-    return Session(spec, run_dir, url, storage, study)
+    return Session(spec, run_dir, url, storage, study, artifacts)
 
 
 def load_data(session: Session) -> PolypData:

@@ -15,6 +15,7 @@ import pytest
 from fake_study import FakeStudy, shared_study
 from wsgi_serving import serving
 
+from search.artifacts import open_artifact_store
 from search.dashboard import dashboard_app, main
 from search.storage import default_storage_url, open_storage
 
@@ -37,7 +38,7 @@ def get(url: str) -> tuple[str, bytes]:
 
 def test_each_finished_trial_has_a_note_with_its_pictures_and_artifacts(study):
     storage = open_storage(default_storage_url(study.run_dir))
-    with serving(dashboard_app(storage, study.run_dir)) as base:
+    with serving(dashboard_app(storage, open_artifact_store(study.run_dir))) as base:
         summaries = json.loads(get(f"{base}/api/studies")[1])["study_summaries"]
         study_id = next(s["study_id"] for s in summaries if s["study_name"] == "mini")
         detail = json.loads(get(f"{base}/api/studies/{study_id}?after=0")[1])
