@@ -19,6 +19,7 @@ from torch import nn
 from polyp.checkpoint import CheckpointInfo, load_checkpoint
 from polyp.data import IMAGENET_MEAN, IMAGENET_STD, DataError, read_image, read_mask
 from polyp.data.folder import IMAGE_SUFFIXES, MASK_NAME_SUFFIXES
+from polyp.data.loading import check_one_convention
 from polyp.data.masks import MaskConvention, detect, read_raw_mask
 from polyp.errors import PolypError
 from polyp.gradcam import write_gradcams
@@ -102,7 +103,10 @@ def truth_paths(masks: Path, inputs: list[Path]) -> list[Path]:
 
 def truth_convention(masks: Path, inputs: list[Path]) -> MaskConvention:
     """The mask convention (0/1, 0/255, 0/65535, ...) of the true masks of `inputs`, from their largest values."""
-    return detect(int(read_raw_mask(path).max()) for path in truth_paths(masks, inputs))
+    paths = truth_paths(masks, inputs)
+    largest = [int(read_raw_mask(path).max()) for path in paths]
+    check_one_convention(masks, [path.name for path in paths], largest)
+    return detect(largest)
 
 
 def predict_files(predictor: Predictor, inputs: list[Path], out: Path, masks: Path | None = None,

@@ -21,6 +21,7 @@ from typing import BinaryIO
 from optuna.artifacts import Boto3ArtifactStore, FileSystemArtifactStore, download_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
+from polyp.checkpoint import CheckpointError, read_info
 from polyp.errors import PolypError
 from search.outputs import trial_dir
 from search.record import TrialRecord
@@ -60,7 +61,10 @@ def open_artifact_store(run_dir: Path, location: str | None = None):
     """
     if location is None or not location.startswith("s3://"):
         folder = Path(location) if location else run_dir / "artifacts"
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ArtifactStoreError(f"--artifacts {folder}: cannot be used as a folder ({error.strerror or error})") from None
         return FileSystemArtifactStore(str(folder))
     bucket, _, prefix = location[len("s3://"):].partition("/")
     if not bucket:
@@ -74,7 +78,11 @@ def _checked_client(bucket: str, location: str):
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    client = boto3.client("s3")
+    try:
+        client = boto3.client("s3")
+    except (BotoCoreError, ValueError) as error:  # an unknown AWS_PROFILE, an endpoint URL without a scheme
+        raise ArtifactStoreError(f"--artifacts {location}: the AWS settings do not make an S3 client "
+                                 f"({type(error).__name__}: {error}); check AWS_PROFILE and AWS_ENDPOINT_URL") from None
     endpoint = client.meta.endpoint_url
     try:
         client.head_bucket(Bucket=bucket)
@@ -96,11 +104,25 @@ def _checked_client(bucket: str, location: str):
     return client
 
 
+def _belongs(folder: Path, study_name: str, number: int) -> bool:
+    if not folder.is_dir():
+        return False
+    try:
+        extra = read_info(folder).extra
+    except CheckpointError:
+        return False
+    return extra.get("study") == study_name and extra.get("trial") == number
+
+
 @contextlib.contextmanager
 def checkpoint_folder(store, run_dir: Path, study_name: str, trial) -> Iterator[Path | None]:
-    """The trial's checkpoint folder: its own on this machine, else one fetched from `store`; None if it has none."""
+    """The trial's checkpoint folder: its own on this machine, else one fetched from `store`; None if it has none.
+
+    A folder here counts only when its training.json names this study and trial (not one left by an earlier
+    study of the same name in another storage).
+    """
     local = trial_dir(run_dir, study_name, trial.number) / "checkpoint"
-    if local.is_dir():
+    if _belongs(local, study_name, trial.number):
         yield local
         return
     ids = TrialRecord.of(trial).artifacts

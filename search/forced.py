@@ -1,7 +1,7 @@
 """What a command line forces on a study, turned into settings once and applied once.
 
 Run settings (`--data`, `--test-list`, `--sampler`, `--pruner`, `--seed`) replace the study's `[run]` values.
-Training settings (`--epochs`, `--image-size`, `--device`, `--threads`) are forced on every trial: the study's fixed
+Training settings (`--epochs`, `--image-size`, `--device`, `--threads`, `--loader-workers`) are forced on every trial: the study's fixed
 config takes them, and `apply_forced` sets them again on each trial's config after sampling (or after a
 replayed CSV row), so that they beat a searched or spreadsheet value of the same field.
 
@@ -20,7 +20,7 @@ from typing import Any
 from polyp.config import ConfigError, TrainConfig, check_image_size, parse_config
 from search.studies import StudySpec
 
-FORCED_FIELDS = ("epochs", "image_size", "device", "threads")  # TrainConfig fields a command line sets for every trial
+FORCED_FIELDS = ("epochs", "image_size", "device", "threads", "loader_workers")  # set for every trial by a command line
 RUN_FLAGS = ("data", "test_list", "sampler", "pruner", "seed")  # [run] settings a command line replaces
 
 

@@ -58,10 +58,11 @@ class Objective:
     Args:
         spec: the study definition.
         data: decoded data, shared by every trial.
-        run_dir: the run folder (trial folders and the artifact store go under it).
+        run_dir: the run folder (trial folders go under it).
         trainer: the training function (tests pass a fake one).
         after_trial: hooks called with (trial, facts) once a trial's outputs exist (e.g. dashboard notes).
         verbose: print a line per epoch.
+        artifacts: the artifact store of the trials' files (search.artifacts); None: `<run_dir>/artifacts`.
     """
 
     spec: StudySpec

@@ -7,9 +7,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import upload_artifact
 
 from polyp.checkpoint import save_checkpoint
 from polyp.config import TrainConfig
@@ -19,6 +20,9 @@ from polyp.plots import loss_curve, predict_masks, prediction_sheet
 from polyp.train.history import write_history
 from polyp.train.loop import TrainResult
 from search.studies import validate_study_name
+
+if TYPE_CHECKING:
+    from optuna.artifacts._protocol import ArtifactStore  # the protocol Optuna's stores follow
 
 
 def study_dir(run_dir: Path, study_name: str) -> Path:
@@ -52,7 +56,7 @@ def write_trial_files(folder: Path, cfg: TrainConfig, result: TrainResult, sampl
     return files
 
 
-def upload_files(store: FileSystemArtifactStore, trial: optuna.trial.Trial, files: list[Path]) -> dict[str, str]:
+def upload_files(store: ArtifactStore, trial: optuna.trial.Trial, files: list[Path]) -> dict[str, str]:
     """Uploads `files` as artifacts of `trial`; returns artifact name -> artifact id.
 
     Checkpoint files are named `checkpoint-<name>` (Optuna names an artifact after its file, and the trial's

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = import_trainer(args.trainer)
         session = open_session(args)
         data = load_data(session)  # decoded and split once, before any worker starts (they read the cache)
-        plan = plan_workers(args, sys.argv[1:] if argv is None else argv) if args.workers != 1 else None
+        plan = plan_workers(args, sys.argv[1:] if argv is None else argv, session.spec.base) if args.workers != 1 else None
     except USER_ERRORS as error:
         return fail(str(error))
     if plan is not None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import difflib
 import io
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,7 @@ class _RowChecker:
 
     def where(self, number: int, line: int, field: str = "") -> str:
         place = f"{self.path} row {number} (line {line})"
-        if field in self.columns:
+        if field and field in self.columns:
             return f"{place}, column {self.columns.index(field) + 1} ({field})"
         return f"{place}, {field} (the study's {getattr(self.base, field)!r})" if field else place
 
@@ -204,7 +205,8 @@ def read_spreadsheet(path: str | Path, base: TrainConfig) -> Spreadsheet:
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             text = handle.read()
-        separator = detect_separator(text)
+        text, separator = _excel_separator_line(text)
+        separator = separator or detect_separator(text)
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
         records = [(reader.line_num, record) for record in reader]
     except UnicodeDecodeError as error:
@@ -220,9 +222,18 @@ def read_spreadsheet(path: str | Path, base: TrainConfig) -> Spreadsheet:
     return Spreadsheet(path, columns, rows, separator)
 
 
+def _excel_separator_line(text: str) -> tuple[str, str | None]:
+    """Excel's optional first line `sep=;` names the separator: the text without it (blank, so lines keep
+    their numbers) and that separator, or the text as it is and None."""
+    first, newline, rest = text.partition("\n")
+    match = re.fullmatch(r"\s*sep=(.)\s*", first)
+    return (newline + rest, match.group(1)) if match else (text, None)
+
+
 def _check_records(path: Path, records: list[tuple[int, list[str]]], separator: str,
                    base: TrainConfig) -> tuple[list[str], list[SpreadsheetRow], list[str]]:
     """The header, the good rows and every problem found, from the file's (line, cells) records."""
+    records = list(itertools.dropwhile(lambda record: not any(cell.strip() for cell in record[1]), records))
     if not records:
         return [], [], [f"{path}: the file is empty; it needs a header row of TrainConfig fields"]
     (_, header), data = records[0], records[1:]

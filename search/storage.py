@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,18 +43,24 @@ def parse_url(url: str) -> URL:
         parsed = make_url(url)
         parsed.get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError) as error:
+        hint = "; write postgresql://, not postgres://" if url.startswith("postgres://") else ""
         raise StorageError(
-            f"storage URL {url!r} is malformed or names an unknown database ({error}); "
+            f"storage URL {_masked(url)!r} is malformed or names an unknown database ({error}){hint}; "
             f"use e.g. sqlite:///runs/optuna.db or postgresql://user@host:5432/dbname"
         ) from None
     return parsed
+
+
+def _masked(url: str) -> str:
+    """The URL text with whatever stands between "user:" and "@" shown as *** (for URLs that do not parse)."""
+    return re.sub(r"(//[^/:@]*:)[^/]*@", r"\1***@", url)
 
 
 def safe_url(url: str) -> str:
     """The URL with any password shown as ***, for messages, tables and reports."""
     with contextlib.suppress(StorageError):
         return parse_url(url).render_as_string(hide_password=True)
-    return url
+    return _masked(url)
 
 
 def command_url(url: str) -> str:

@@ -22,6 +22,8 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from polyp.config import TrainConfig
+from polyp.train.loader import AUTO, MAX_AUTO_WORKERS, usable_cores
 from search.options import CommandLineError
 
 WORKER_FLAGS = ("--workers", "--devices")  # what the parent takes; the workers get the rest of the command line
@@ -44,37 +46,61 @@ class WorkerPlan:
 
 
 def _cuda_devices(args: argparse.Namespace) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES entry of each device the workers take in turn ([] on the CPU).
+
+    Device numbers count the GPUs this process sees: under a CUDA_VISIBLE_DEVICES of its own (a batch
+    scheduler's), cuda:1 is the second entry of that list, which is what each worker is given.
+    """
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     if args.devices:
-        devices = [d.strip() for d in args.devices.split(",") if d.strip()]
-        bad = [d for d in devices if not (d.startswith("cuda:") and d[5:].isdigit())]
+        if args.device == "cpu":
+            raise CommandLineError(f"--devices {args.devices} with --device cpu: choose one")
+        names = [d.strip() for d in args.devices.split(",") if d.strip()]
+        bad = [d for d in names if not (d.startswith("cuda:") and d[5:].isdigit())]
         if bad:
             raise CommandLineError(f"--devices {args.devices}: {', '.join(bad)} is not cuda:N")
-        return [d[5:] for d in devices]
-    if args.device == "cpu":
+        indices = [int(d[5:]) for d in names]
+        if visible and max(indices) >= len(visible):
+            raise CommandLineError(f"--devices {args.devices}: this process sees {len(visible)} GPU(s) "
+                                   f"(CUDA_VISIBLE_DEVICES={','.join(visible)})")
+    elif args.device == "cpu":
         return []
-    import torch
+    else:
+        import torch
 
-    return [str(index) for index in range(torch.cuda.device_count())]
+        indices = list(range(torch.cuda.device_count()))
+    return [visible[i] if visible else str(i) for i in indices]
 
 
-def plan_workers(args: argparse.Namespace, argv: list[str], cpu_count: int | None = None) -> WorkerPlan:
-    """Each worker's command line (this one without --workers/--devices, plus its threads or device) and env."""
+def plan_workers(args: argparse.Namespace, argv: list[str], base: TrainConfig,
+                 cpu_count: int | None = None) -> WorkerPlan:
+    """Each worker's command line and environment.
+
+    A worker gets this command line without --workers/--devices (and with `--workers 1`, which also beats an
+    abbreviated flag), plus its share of the machine where neither the command line nor the study set it
+    (`base`, the study's config as this command runs it): on CUDA one device and a few loader processes, on
+    the CPU cores / N training threads and no loader processes.
+    """
     if args.workers < 1:
         raise CommandLineError(f"--workers {args.workers}: must be 1 or more")
-    base = _without_worker_flags(argv)
+    command = [*_without_worker_flags(argv), "--workers", "1"]
     devices = _cuda_devices(args)
-    plans, environments = [], []
+    cores = cpu_count or usable_cores()
+    share: list[str] = []
+    if devices:
+        share += ["--device", "cuda"] if args.device is None else []
+        if base.loader_workers == AUTO:
+            share += ["--loader-workers", str(max(1, min(MAX_AUTO_WORKERS, (cores - 1) // args.workers)))]
+    else:
+        share += ["--threads", str(max(1, cores // args.workers))] if not base.threads else []
+        share += ["--loader-workers", "0"] if base.loader_workers == AUTO else []
+    environments = []
     for index in range(args.workers):
-        extra, env = [], dict(os.environ)
+        env = dict(os.environ)
         if devices:
             env["CUDA_VISIBLE_DEVICES"] = devices[index % len(devices)]
-            if args.device is None:
-                extra += ["--device", "cuda"]
-        elif args.threads is None:
-            extra += ["--threads", str(max(1, (cpu_count or os.cpu_count() or 1) // args.workers))]
-        plans.append([*base, *extra])
         environments.append(env)
-    return WorkerPlan(plans, environments)
+    return WorkerPlan([[*command, *share] for _ in range(args.workers)], environments)
 
 
 def _without_worker_flags(argv: list[str]) -> list[str]:
@@ -94,35 +120,63 @@ def _without_worker_flags(argv: list[str]) -> list[str]:
 def _relay(number: int, stream, lock: threading.Lock) -> None:
     for line in stream:
         with lock:
-            sys.stdout.write(f"[worker {number}] {line}")
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(f"[worker {number}] {line}")
+                sys.stdout.flush()
+            except OSError:  # our own output is gone (a closed pipe): keep draining, so the worker never blocks
+                pass
+
+
+def _wait_all(processes: list[subprocess.Popen]) -> list[int]:
+    """Waits for every worker; an interrupt is passed on once to each, later ones only wait."""
+    try:
+        return [process.wait() for process in processes]
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM reached this process only (workers have their own session)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            for process in processes:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            return [process.wait() for process in processes]
+        finally:
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
 
 
 def run_workers(module: str, plan: WorkerPlan) -> int:
-    """Starts `python -m module` once per planned worker, relays their output, waits; 0 if all ended well."""
-    lock = threading.Lock()
-    processes = [subprocess.Popen([sys.executable, "-m", module, *argv], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
-                 for argv, env in zip(plan.argv, plan.environments, strict=True)]
-    relays = [threading.Thread(target=_relay, args=(number, process.stdout, lock), daemon=True)
-              for number, process in enumerate(processes, start=1)]
-    for relay in relays:
-        relay.start()
-    print(f"started {len(processes)} workers: pids {', '.join(str(p.pid) for p in processes)}", flush=True)
+    """Starts `python -m module` once per planned worker, relays their output and waits.
+
+    Returns:
+        0 when every worker ended well; otherwise the workers' common exit status (130 when interrupted,
+        2 for bad input), or 1 when they ended differently.
+    """
+    lock, processes = threading.Lock(), []
     try:
-        codes = [process.wait() for process in processes]
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM reached this process only (workers have their own session)
-        for process in processes:
+        for argv, env in zip(plan.argv, plan.environments, strict=True):
+            processes.append(subprocess.Popen([sys.executable, "-m", module, *argv], env=env, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
+                                              start_new_session=True))
+        relays = [threading.Thread(target=_relay, args=(number, process.stdout, lock), daemon=True)
+                  for number, process in enumerate(processes, start=1)]
+        for relay in relays:
+            relay.start()
+        print(f"started {len(processes)} workers: pids {', '.join(str(p.pid) for p in processes)}", flush=True)
+        codes = _wait_all(processes)
+        for relay in relays:
+            relay.join(timeout=10)
+    finally:
+        for process in processes:  # only if this function itself failed: no worker is left behind
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        codes = [process.wait() for process in processes]
-    for relay in relays:
-        relay.join(timeout=10)
-    failed = [(number, process.pid, code) for number, (process, code) in enumerate(zip(processes, codes, strict=True),
-                                                                                    start=1) if code != 0]
+                process.kill()
+    failed = [(number, process.pid, code) for number, (process, code)
+              in enumerate(zip(processes, codes, strict=True), start=1) if code != 0]
     for number, pid, code in failed:
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
         print(f"worker {number} (pid {pid}) ended badly: {how}", file=sys.stderr, flush=True)
     if not failed:
         return 0
-    return 130 if all(code in (130, -signal.SIGINT, -signal.SIGTERM) for _, _, code in failed) else 1
+    interrupted = {130, -signal.SIGINT, -signal.SIGTERM}
+    if all(code in interrupted for _, _, code in failed):
+        return 130
+    codes_seen = {code for _, _, code in failed}
+    return codes_seen.pop() if len(codes_seen) == 1 and min(codes_seen) > 0 else 1

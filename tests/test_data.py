@@ -379,3 +379,17 @@ def test_make_sample_is_a_pure_function_of_its_seed():
 
     assert image.shape == (32, 32, 3) and mask.shape == (32, 32)
     assert np.array_equal(image, again_image) and np.array_equal(mask, again_mask)
+
+
+def test_masks_saved_in_different_conventions_are_refused_naming_them(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    image = np.zeros((16, 16, 3), np.uint8)
+    for index, (value, dtype) in enumerate([(255, np.uint8), (255, np.uint8), (65535, np.uint16), (0, np.uint8)]):
+        mask = np.zeros((16, 16), dtype)
+        mask[4:12, 4:12] = value
+        cv2.imwrite(str(tmp_path / "images" / f"p{index}.png"), image)
+        cv2.imwrite(str(tmp_path / "masks" / f"p{index}.png"), mask)
+    with pytest.raises(DataError, match=r"masks: masks are saved in different conventions: 2 8-bit \(0/255\) "
+                                        r"\(e\.g\. p0\.png, p1\.png\); 1 16-bit \(0/65535\) \(e\.g\. p2\.png\)"):
+        load_images(tmp_path, 16)

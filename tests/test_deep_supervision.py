@@ -29,10 +29,10 @@ def _config(**changes) -> TrainConfig:
     return replace(base, **changes)
 
 
-@pytest.mark.parametrize("depth", [3, 4, 5])
-def test_training_returns_a_full_size_output_per_top_row_node_and_prediction_the_last(depth: int):
+@pytest.mark.parametrize("depth, attention", [(3, "none"), (4, "none"), (5, "none"), (4, "scse")])
+def test_training_returns_a_full_size_output_per_top_row_node_and_prediction_the_last(depth: int, attention: str):
     torch.manual_seed(0)
-    model = build_model(_config(encoder_depth=depth))
+    model = build_model(_config(encoder_depth=depth, decoder_attention=attention))
     images = torch.randn(2, 3, 32, 32)
     heads = model.train()(images)
     assert tuple(heads.shape) == (depth - 1, 2, 1, 32, 32)  # X0,1 .. X0,n: one per nested depth
@@ -43,6 +43,13 @@ def test_training_returns_a_full_size_output_per_top_row_node_and_prediction_the
 def test_deep_supervision_is_refused_where_there_is_no_nested_decoder():
     with pytest.raises(ConfigError, match="deep_supervision: linknet has no nested decoder.*unetplusplus"):
         build_model(_config(arch="linknet"))
+
+
+def test_channels_last_bf16_training_steps_through_every_head():
+    cfg = _config(precision="bf16", channels_last=True, decoder_attention="scse")
+    step = TrainStep(cfg, build_model(cfg), torch.device("cpu"), steps_per_epoch=1)
+    loss = step.train(torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8), torch.ones(2, 1, 32, 32))
+    assert loss == loss and all(head.weight.grad is not None for head in step.model.deep_heads)
 
 
 def test_the_training_loss_is_the_mean_over_the_heads():

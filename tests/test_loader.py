@@ -18,6 +18,7 @@ from polyp.train.loader import loader_workers, train_loader
     ("cpu", 1, 2, 0),  # one spare core is not worth a worker process
     ("cpu", 4, 16, 6),  # half of the 12 spare cores
     ("cpu", 2, 64, 8),  # at most 8
+    ("cpu", 4, 2, 0),  # more threads than cores: still none
     ("cuda", 0, 16, 8),
     ("cuda", 0, 2, 1),
 ])

@@ -99,6 +99,7 @@ def test_the_dashboard_serves_artifacts_from_the_bucket(s3: str, tmp_path: Path)
 @pytest.mark.parametrize("case, words", [
     ("missing-bucket", "bucket 'no-such-bucket' does not exist"),
     ("unreachable", "cannot reach the S3 endpoint http://127.0.0.1:1"),
+    ("no-scheme", "the AWS settings do not make an S3 client"),
 ])
 def test_a_store_that_cannot_be_used_stops_the_run_before_training(s3: str, tmp_path: Path, monkeypatch, capsys,
                                                                     case: str, words: str):
@@ -106,6 +107,8 @@ def test_a_store_that_cannot_be_used_stops_the_run_before_training(s3: str, tmp_
     if case == "unreachable":
         monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
         monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    if case == "no-scheme":
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "minio:9000")
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     code = run_main(["--study", str(_study(tmp_path)), "--storage", storage, "--artifacts", f"s3://{bucket}/x",
                      "--out", str(tmp_path / "runs"), "--n-trials", "2", *FAKE])
@@ -140,3 +143,10 @@ def test_refused_credentials_stop_the_run_before_training(tmp_path: Path, monkey
     errors = capsys.readouterr().err
     assert code == 2 and "refused the credentials" in errors, errors
     assert "wrong-secret-never-printed" not in errors
+
+
+def test_an_artifacts_folder_that_is_a_file_is_refused(tmp_path: Path, capsys):
+    (tmp_path / "a-file").write_text("not a folder")
+    code = run_main(["--study", str(_study(tmp_path)), "--artifacts", str(tmp_path / "a-file"),
+                     "--out", str(tmp_path / "runs"), "--n-trials", "1", *FAKE])
+    assert code == 2 and f"--artifacts {tmp_path / 'a-file'}: cannot be used as a folder" in capsys.readouterr().err

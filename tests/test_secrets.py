@@ -22,6 +22,7 @@ from search.analyze import main as analyze_main
 from search.export import main as export_main
 from search.replay import main as replay_main
 from search.run import main as run_main
+from search.storage import safe_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("search_cache", "fast_pictures")]
 
@@ -58,6 +59,15 @@ def _dashboard_output(argv: list[str]) -> str:
         server.terminate()
         lines.append(server.communicate(timeout=30)[0])
     return "".join(lines)
+
+
+@pytest.mark.parametrize("url", ["postgres://alice:s3cret-pw@db/optuna", "postgresql://alice:s3cret-pw@db:port/optuna"])
+def test_a_malformed_url_is_refused_without_its_password(url: str, tmp_path: Path, capsys):
+    assert run_main(["--study", str(write_study(tmp_path, TINY_STUDY)), "--storage", url, "--out", str(tmp_path),
+                     "--n-trials", "1", *FAKE]) == 2
+    errors = capsys.readouterr().err
+    assert "malformed" in errors and "alice:***@" in errors and "s3cret-pw" not in errors
+    assert safe_url(url).count("***") == 1 and "s3cret-pw" not in safe_url(url)
 
 
 def test_no_command_prints_or_writes_the_password(tmp_path: Path, postgres_url: str, capsys):  # noqa: F811

@@ -113,3 +113,20 @@ def test_decimal_comma_in_a_comma_separated_file_is_still_an_error(tmp_path):
 ])
 def test_separator_is_the_most_frequent_in_the_header(text, separator):
     assert detect_separator(text) == separator
+
+
+def test_excel_separator_line_and_leading_blank_lines_are_read(tmp_path: Path):
+    path = tmp_path / "excel.csv"
+    path.write_text("sep=;\n\narch;lr\nlinknet;0,001\n")
+    sheet = read_spreadsheet(path, BASE)
+    assert sheet.separator == ";" and sheet.columns == ["arch", "lr"]
+    assert sheet.rows[0].config.lr == 0.001 and sheet.rows[0].line == 4, "lines keep their numbers"
+
+
+def test_a_repeated_row_is_named_without_an_empty_column(tmp_path: Path):
+    path = tmp_path / "twice.csv"
+    path.write_text("arch,,lr\nlinknet,,0.001\nlinknet,,0.001\n")
+    with pytest.raises(SpreadsheetError) as caught:
+        read_spreadsheet(path, BASE)
+    assert "row 2 (line 3): the same configuration as row 1" in str(caught.value)
+    assert "column 2 ()" not in str(caught.value)

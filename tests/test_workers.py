@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -16,6 +17,7 @@ import pytest
 from optuna.trial import TrialState
 from search_fixtures import TINY_STUDY, finished_count, search_cache, worker_env, write_study  # noqa: F401
 
+from polyp.config import TrainConfig
 from search.options import CommandLineError
 from search.record import TrialRecord
 from search.run import main as run_main
@@ -26,27 +28,52 @@ pytestmark = pytest.mark.usefixtures("search_cache")
 
 
 def _args(**given) -> argparse.Namespace:
-    return argparse.Namespace(**{"workers": 2, "devices": None, "device": None, "threads": None, **given})
+    return argparse.Namespace(**{"workers": 2, "devices": None, "device": None, **given})
+
+
+STUDY_DEFAULTS = TrainConfig()  # threads 0 and loader_workers -1: the study leaves both to the workers
 
 
 def test_cpu_workers_split_the_cores_and_keep_the_rest_of_the_command_line():
-    plan = plan_workers(_args(workers=2), ["--study", "demo", "--workers", "2", "--n-trials=4"], cpu_count=8)
-    assert plan.argv == [["--study", "demo", "--n-trials=4", "--threads", "4"]] * 2
-    plan = plan_workers(_args(workers=3, threads=1, device="cpu"), ["--workers=3", "--threads", "1"], cpu_count=8)
-    assert plan.argv == [["--threads", "1"]] * 3
+    plan = plan_workers(_args(workers=2), ["--study", "demo", "--workers", "2", "--n-trials=4"], STUDY_DEFAULTS,
+                        cpu_count=8)
+    assert plan.argv == [["--study", "demo", "--n-trials=4", "--workers", "1", "--threads", "4",
+                          "--loader-workers", "0"]] * 2
+    study_says = replace(STUDY_DEFAULTS, threads=1, loader_workers=1)  # [train] or the command line set them
+    plan = plan_workers(_args(workers=3, device="cpu"), ["--workers=3"], study_says, cpu_count=8)
+    assert plan.argv == [["--workers", "1"]] * 3
 
 
-def test_cuda_workers_take_the_listed_devices_in_turn():
-    plan = plan_workers(_args(workers=3, devices="cuda:0,cuda:1"), ["--devices", "cuda:0,cuda:1", "--workers", "3"])
+def test_an_abbreviated_workers_flag_does_not_start_workers_in_the_workers():
+    plan = plan_workers(_args(workers=2), ["--worker", "2", "--study", "demo"], STUDY_DEFAULTS, cpu_count=2)
+    assert plan.argv[0][:6] == ["--worker", "2", "--study", "demo", "--workers", "1"]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int)
+    assert parser.parse_known_args(plan.argv[0])[0].workers == 1, "argparse takes the last value"
+
+
+def test_cuda_workers_take_the_listed_devices_in_turn(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    plan = plan_workers(_args(workers=3, devices="cuda:0,cuda:1"), ["--devices", "cuda:0,cuda:1", "--workers", "3"],
+                        STUDY_DEFAULTS, cpu_count=16)
     assert [env["CUDA_VISIBLE_DEVICES"] for env in plan.environments] == ["0", "1", "0"]
-    assert plan.argv == [["--device", "cuda"]] * 3
+    assert plan.argv == [["--workers", "1", "--device", "cuda", "--loader-workers", "5"]] * 3
+
+
+def test_cuda_devices_count_the_gpus_a_scheduler_gave_this_process(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    plan = plan_workers(_args(workers=2, devices="cuda:0,cuda:1"), [], STUDY_DEFAULTS, cpu_count=8)
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in plan.environments] == ["2", "3"]
+    with pytest.raises(CommandLineError, match="sees 2 GPU"):
+        plan_workers(_args(devices="cuda:2"), [], STUDY_DEFAULTS)
 
 
 @pytest.mark.parametrize("given, words", [({"workers": 0}, "--workers 0"),
-                                          ({"devices": "gpu0"}, "--devices gpu0: gpu0 is not cuda:N")])
+                                          ({"devices": "gpu0"}, "--devices gpu0: gpu0 is not cuda:N"),
+                                          ({"devices": "cuda:0", "device": "cpu"}, "with --device cpu")])
 def test_impossible_worker_settings_are_refused(given, words):
     with pytest.raises(CommandLineError, match=words):
-        plan_workers(_args(**given), [])
+        plan_workers(_args(**given), [], STUDY_DEFAULTS)
 
 
 def _study(out: Path) -> optuna.Study:
@@ -76,7 +103,7 @@ def test_a_worker_that_dies_is_reported_and_its_trial_retried(tmp_path: Path, mo
     for marker in Path(tempfile.gettempdir()).glob("polyp-exit-once-*"):
         marker.unlink()
     captured = capsys.readouterr()
-    assert code == 1
+    assert code == 3, "the failed worker's own exit status"
     assert re.search(r"worker [12] \(pid \d+\) ended badly: exit status 3", captured.err)
     study = _study(tmp_path / "runs")
     assert finished_count(study) == 4

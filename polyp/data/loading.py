@@ -114,6 +114,7 @@ def load_images(root: str | Path, size: int, cache_dir: str | Path | None = None
     if problems:
         raise DataError(f"{root}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
     largest = [r[3] for r in results]
+    check_one_convention(Path(root) / "masks", [pair.mask.name for pair in scan.pairs], largest)
     convention = detect(largest)
     if convention.largest == 0:
         raise DataError(f"{Path(root) / 'masks'}: no mask has a polyp pixel ({len(results)} masks, largest value 0); "
@@ -131,6 +132,26 @@ def load_images(root: str | Path, size: int, cache_dir: str | Path | None = None
     if cache_file is not None:
         _save_cache(cache_file, data)
     return data
+
+
+def _kind(largest: int) -> str:
+    return "0/1" if largest == 1 else "8-bit (0/255)" if largest <= 255 else "16-bit (0/65535)"
+
+
+def check_one_convention(folder: Path, names: list[str], largest: list[int]) -> None:
+    """Refuses masks saved in different conventions (0/1, 8-bit, 16-bit): one threshold would empty some.
+
+    Empty masks (largest value 0) fit any convention.
+    """
+    kinds: dict[str, list[str]] = {}
+    for name, value in zip(names, largest, strict=True):
+        if value:
+            kinds.setdefault(_kind(value), []).append(name)
+    if len(kinds) > 1:
+        found = "; ".join(f"{len(files)} {kind} (e.g. {', '.join(files[:3])})"
+                          for kind, files in sorted(kinds.items(), key=lambda item: -len(item[1])))
+        raise DataError(f"{folder}: masks are saved in different conventions: {found}; one threshold would read "
+                        f"some of them as empty, so save them all the same way (0/1, 0/255 or 0/65535)")
 
 
 def _read_cache(path: Path, skipped: list[str]) -> ImageSet:

@@ -27,10 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _out_channels(block: nn.Module) -> int:
-    return [module for module in block.modules() if isinstance(module, nn.Conv2d)][-1].out_channels
-
-
 class DeepSupervisedUnetPlusPlus(smp.UnetPlusPlus):
     """smp's UnetPlusPlus with a 1x1 head on each earlier top-row node; takes UnetPlusPlus's arguments."""
 
@@ -42,7 +38,7 @@ class DeepSupervisedUnetPlusPlus(smp.UnetPlusPlus):
         self.supervised_nodes = [f"x_{nesting}_{top}" for nesting in range(top, 0, -1)]  # X0,1 .. X0,n-1
         classes = self.segmentation_head[0].out_channels
         self.deep_heads = nn.ModuleList(
-            nn.Conv2d(_out_channels(self.decoder.blocks[node]), classes, kernel_size=1) for node in self.supervised_nodes
+            nn.Conv2d(self.decoder.blocks[node].out_channels, classes, kernel_size=1) for node in self.supervised_nodes
         )
         self._captured: dict[str, torch.Tensor] = {}
         for node in self.supervised_nodes:

@@ -36,11 +36,19 @@ def loader_workers(cfg: TrainConfig, device: torch.device, cpu_count: int | None
     """
     if cfg.loader_workers != AUTO:
         return cfg.loader_workers
-    cores = cpu_count or os.cpu_count() or 1
+    cores = cpu_count or usable_cores()
     if device.type == "cuda":
         return max(1, min(MAX_AUTO_WORKERS, cores - 1))
     spare = cores - (cfg.threads or cores)
-    return min(MAX_AUTO_WORKERS, spare // 2)
+    return max(0, min(MAX_AUTO_WORKERS, spare // 2))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, as a batch scheduler sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _seed_worker(worker_id: int) -> None:
