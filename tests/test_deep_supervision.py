@@ -52,6 +52,14 @@ def test_channels_last_bf16_training_steps_through_every_head():
     assert loss == loss and all(head.weight.grad is not None for head in step.model.deep_heads)
 
 
+def test_a_copy_of_the_model_trains_its_own_heads():
+    import copy
+
+    model = build_model(_config())
+    twin = copy.deepcopy(model).train()  # polyp.bench times copies of one model
+    assert tuple(twin(torch.randn(2, 3, 32, 32)).shape) == (2, 2, 1, 32, 32)
+
+
 def test_the_training_loss_is_the_mean_over_the_heads():
     cfg = _config()
     step = TrainStep(cfg, build_model(cfg), torch.device("cpu"), steps_per_epoch=1)

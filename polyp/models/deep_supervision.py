@@ -26,6 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+KEPT = "deep_supervision_output"  # attribute of a supervised decoder block holding its last training output
+
+
+def _keep_training_output(block: nn.Module, inputs, output: torch.Tensor) -> None:
+    """Forward hook of a supervised top-row node: keeps its output for the head (in training only)."""
+    if block.training:
+        block.__dict__[KEPT] = output
+
 
 class DeepSupervisedUnetPlusPlus(smp.UnetPlusPlus):
     """smp's UnetPlusPlus with a 1x1 head on each earlier top-row node; takes UnetPlusPlus's arguments."""
@@ -40,28 +48,21 @@ class DeepSupervisedUnetPlusPlus(smp.UnetPlusPlus):
         self.deep_heads = nn.ModuleList(
             nn.Conv2d(self.decoder.blocks[node].out_channels, classes, kernel_size=1) for node in self.supervised_nodes
         )
-        self._captured: dict[str, torch.Tensor] = {}
-        for node in self.supervised_nodes:
-            self.decoder.blocks[node].register_forward_hook(self._capture(node))
+        for node in self.supervised_nodes:  # a plain function: copies of the model (deepcopy) keep working
+            self.decoder.blocks[node].register_forward_hook(_keep_training_output)
 
     @property
     def heads(self) -> int:
         """How many outputs training supervises: the extra heads and smp's own output."""
         return len(self.deep_heads) + 1
 
-    def _capture(self, node: str):
-        def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
-            if self.training:
-                self._captured[node] = output
-        return hook
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(heads, N, classes, H, W) logits in training, smp's (N, classes, H, W) otherwise."""
         logits = super().forward(x)
         if not self.training:
             return logits
-        captured, self._captured = self._captured, {}
         size = logits.shape[-2:]
-        extra = [F.interpolate(head(captured[node]), size=size, mode="bilinear", align_corners=False)
-                 for node, head in zip(self.supervised_nodes, self.deep_heads, strict=True)]
+        nodes = [self.decoder.blocks[node].__dict__.pop(KEPT) for node in self.supervised_nodes]
+        extra = [F.interpolate(head(node), size=size, mode="bilinear", align_corners=False)
+                 for node, head in zip(nodes, self.deep_heads, strict=True)]
         return torch.stack([*(e.to(logits.dtype) for e in extra), logits])
