@@ -64,18 +64,18 @@ def row_params(values: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
     return {name: values[name] for name, entry in spec.space.items() if _fits(entry, values[name])}
 
 
-def outside_space(grid: Spreadsheet, spec: StudySpec) -> list[str]:
+def outside_space(sheet: Spreadsheet, spec: StudySpec) -> list[str]:
     """"row N name=value" for each row value a searched field's space does not hold."""
     found = []
-    for row in grid.rows:
+    for row in sheet.rows:
         values = row_values(row, spec)
         found += [f"row {row.number} {name}={values[name]}" for name in spec.space if not _fits(spec.space[name], values[name])]
     return found
 
 
-def row_matcher(grid: Spreadsheet, spec: StudySpec) -> Callable[[FrozenTrial], bool]:
-    """Accepts the trials that replay one of the grid's rows (same row number and the same values)."""
-    expected = {row.number: row_values(row, spec) for row in grid.rows}
+def row_matcher(sheet: Spreadsheet, spec: StudySpec) -> Callable[[FrozenTrial], bool]:
+    """Accepts the trials that replay one of the spreadsheet's rows (same row number and the same values)."""
+    expected = {row.number: row_values(row, spec) for row in sheet.rows}
 
     def belongs(trial: FrozenTrial) -> bool:
         record = TrialRecord.of(trial)
@@ -84,31 +84,31 @@ def row_matcher(grid: Spreadsheet, spec: StudySpec) -> Callable[[FrozenTrial], b
     return belongs
 
 
-def enqueue_rows(session: Session, grid: Spreadsheet) -> list[int]:
+def enqueue_rows(session: Session, sheet: Spreadsheet) -> list[int]:
     """Enqueues each row that has no finished, running or waiting trial yet; returns their numbers.
 
     Runs under the study lock, so workers replaying the same CSV together enqueue every row once.
     """
-    study, spec, belongs = session.study, session.spec, row_matcher(grid, session.spec)
+    study, spec, belongs = session.study, session.spec, row_matcher(sheet, session.spec)
     with StudyLock(session.storage, study.study_name):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             optuna.storages.fail_stale_trials(study)  # a dead worker's row gets its retry (WAITING) first
         taken = {TrialRecord.of(t).csv_row for t in study.get_trials(deepcopy=False, states=TAKEN) if belongs(t)}
         enqueued = []
-        for row in grid.rows:
+        for row in sheet.rows:
             if row.number in taken:
                 continue
             values = row_values(row, spec)
             study.enqueue_trial(row_params(values, spec),
-                                user_attrs=csv_row_attributes(row.number, values, row.notes, grid.path.name))
+                                user_attrs=csv_row_attributes(row.number, values, row.notes, sheet.path.name))
             enqueued.append(row.number)
     return enqueued
 
 
-def row_trials(study: optuna.Study, grid: Spreadsheet, spec: StudySpec) -> dict[int, FrozenTrial]:
+def row_trials(study: optuna.Study, sheet: Spreadsheet, spec: StudySpec) -> dict[int, FrozenTrial]:
     """Each row's trial: a finished one if any, else running, waiting, failed; the latest among equals."""
-    belongs, chosen = row_matcher(grid, spec), {}
+    belongs, chosen = row_matcher(sheet, spec), {}
     for trial in study.get_trials(deepcopy=False):
         if not belongs(trial):
             continue
@@ -131,16 +131,16 @@ def result_cells(trial: FrozenTrial | None) -> dict[str, str]:
             "test_miou": format_number(record.test.get("miou")), "minutes": format_number(minutes, 2)}
 
 
-def results_table(grid: Spreadsheet, trials: dict[int, FrozenTrial]) -> list[dict[str, str]]:
+def results_table(sheet: Spreadsheet, trials: dict[int, FrozenTrial]) -> list[dict[str, str]]:
     """The input rows in their order, each with its outcome columns."""
-    return [{**row.cells, **result_cells(trials.get(row.number))} for row in grid.rows]
+    return [{**row.cells, **result_cells(trials.get(row.number))} for row in sheet.rows]
 
 
-def write_results(path: Path, grid: Spreadsheet, trials: dict[int, FrozenTrial]) -> list[dict[str, str]]:
+def write_results(path: Path, sheet: Spreadsheet, trials: dict[int, FrozenTrial]) -> list[dict[str, str]]:
     """Writes the results table as CSV (atomically) and returns it."""
-    table = results_table(grid, trials)
+    table = results_table(sheet, trials)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*grid.columns, *RESULT_COLUMNS], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[*sheet.columns, *RESULT_COLUMNS], lineterminator="\n")
     writer.writeheader()
     writer.writerows(table)
     write_text(path, buffer.getvalue())
@@ -153,33 +153,33 @@ def print_row_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     print(f"row {'-' if row is None else row}: {trial_line(study, trial)}", flush=True)
 
 
-def summary(grid: Spreadsheet, table: list[dict[str, str]], path: Path) -> str:
+def summary(sheet: Spreadsheet, table: list[dict[str, str]], path: Path) -> str:
     """Counts by state and the results table, one line per row."""
     states = [cells["state"] for cells in table]
     counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in dict.fromkeys(states))
-    lines = [f"replay of {grid.path} ({len(table)} rows): {counts}; results: {path}",
+    lines = [f"replay of {sheet.path} ({len(table)} rows): {counts}; results: {path}",
              f"{'row':>4}  {'trial':>5}  {'state':<8}  {'epochs':>6}  {'val mDice':>9}  {'test mDice':>10}  "
              f"{'test mIoU':>9}  {'minutes':>7}  notes"]
-    for row, cells in zip(grid.rows, table, strict=True):
+    for row, cells in zip(sheet.rows, table, strict=True):
         lines.append(f"{row.number:>4}  {cells['trial']:>5}  {cells['state']:<8}  {cells['epochs_run']:>6}  "
                      f"{cells['best_val_mdice']:>9}  {cells['test_mdice']:>10}  {cells['test_miou']:>9}  "
                      f"{cells['minutes']:>7}  {row.notes}")
     return "\n".join(lines)
 
 
-def check_grid(args: argparse.Namespace) -> tuple[Spreadsheet, StudySpec]:
+def check_spreadsheet(args: argparse.Namespace) -> tuple[Spreadsheet, StudySpec]:
     """Loads the study (with the command line's overrides) and checks the CSV against it."""
     spec = with_command_line(load_study(args.study), args)
     return read_spreadsheet(args.csv, spec.base), spec
 
 
-def run_replay(session: Session, grid: Spreadsheet, objective: Objective, timeout: float | None) -> str:
-    """Enqueues the rows still to run and runs enqueued trials until every row of the grid has finished."""
-    enqueued = enqueue_rows(session, grid)
+def run_replay(session: Session, sheet: Spreadsheet, objective: Objective, timeout: float | None) -> str:
+    """Enqueues the rows still to run and runs enqueued trials until every row of the sheet has finished."""
+    enqueued = enqueue_rows(session, sheet)
     print(f"enqueued rows: {', '.join(map(str, enqueued)) or 'none'} "
-          f"({len(grid.rows) - len(enqueued)} already finished, running or waiting)", flush=True)
-    return run_until(session.study, objective, len(grid.rows), session.storage, timeout=timeout,
-                     callbacks=[print_row_trial], waiting_only=True, trial_filter=row_matcher(grid, session.spec),
+          f"({len(sheet.rows) - len(enqueued)} already finished, running or waiting)", flush=True)
+    return run_until(session.study, objective, len(sheet.rows), session.storage, timeout=timeout,
+                     callbacks=[print_row_trial], waiting_only=True, trial_filter=row_matcher(sheet, session.spec),
                      sampler_for=session.sampler_for)
 
 
@@ -194,14 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     interrupt_on_signals()
     try:
-        grid, spec = check_grid(args)
+        sheet, spec = check_spreadsheet(args)
     except USER_ERRORS as error:
         return fail(str(error))
     epochs = "--epochs for every row" if args.epochs else "unless a row says otherwise"
-    separated = f" ({SEPARATORS[grid.separator]}-separated)" if grid.separator != "," else ""
-    print(f"{grid.path}{separated}: {len(grid.rows)} rows checked against study {spec.name} "
+    separated = f" ({SEPARATORS[sheet.separator]}-separated)" if sheet.separator != "," else ""
+    print(f"{sheet.path}{separated}: {len(sheet.rows)} rows checked against study {spec.name} "
           f"({spec.base.image_size} px, {spec.base.epochs} epochs {epochs})", flush=True)
-    for note in outside_space(grid, spec)[:20]:
+    for note in outside_space(sheet, spec)[:20]:
         print(f"note: {note} lies outside the study's search space: trained as written, not an Optuna param")
     if args.check:
         return 0
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if plan is not None:
         code = run_workers("search.replay", plan)
         results = session.folder / RESULTS_FILE
-        print(summary(grid, write_results(results, grid, row_trials(session.study, grid, session.spec)), results))
+        print(summary(sheet, write_results(results, sheet, row_trials(session.study, sheet, session.spec)), results))
         return code
     print(f"study {spec.name}: pruner {session.spec.run.pruner}, {data.describe(spec.base.image_size)}, "
           f"worker pid {os.getpid()}", flush=True)
@@ -225,17 +225,17 @@ def main(argv: list[str] | None = None) -> int:
                           verbose=not args.quiet, after_trial=[write_note])
     results = session.folder / RESULTS_FILE
     try:
-        outcome = run_replay(session, grid, objective, args.timeout)
+        outcome = run_replay(session, sheet, objective, args.timeout)
     except KeyboardInterrupt:
-        write_results(results, grid, row_trials(session.study, grid, session.spec))
+        write_results(results, sheet, row_trials(session.study, sheet, session.spec))
         print(f"\ninterrupted: the running row is marked FAIL; run the same command again to run the rest "
               f"(results so far: {results}).", file=sys.stderr)
         return 130
-    table = write_results(results, grid, row_trials(session.study, grid, session.spec))
+    table = write_results(results, sheet, row_trials(session.study, sheet, session.spec))
     if outcome == "timeout":
         print(f"--timeout {args.timeout:.0f} s reached: no new row started; run the same command again to go on.")
-    print(summary(grid, table, results))
-    failed = [row.number for row, cells in zip(grid.rows, table, strict=True) if cells["state"] == "FAIL"]
+    print(summary(sheet, table, results))
+    failed = [row.number for row, cells in zip(sheet.rows, table, strict=True) if cells["state"] == "FAIL"]
     if failed:
         print(f"rows {', '.join(map(str, failed))} failed (reasons above and in the study); "
               f"run the same command again to retry them.", file=sys.stderr)

@@ -22,8 +22,8 @@ end are ignored.
 Example:
     >>> from search.spreadsheet import read_spreadsheet
     >>> from search.studies import load_study
-    >>> grid = read_spreadsheet("hyperparameters.csv", load_study("grid").base)  # doctest: +SKIP
-    >>> grid.rows[0].config.arch  # doctest: +SKIP
+    >>> sheet = read_spreadsheet("hyperparameters.csv", load_study("grid").base)  # doctest: +SKIP
+    >>> sheet.rows[0].config.arch  # doctest: +SKIP
     'unetplusplus'
 """
 
@@ -196,7 +196,7 @@ def read_spreadsheet(path: str | Path, base: TrainConfig) -> Spreadsheet:
         base: the study's config; empty cells take its values.
 
     Returns:
-        The checked grid, with the separator it was read with.
+        The checked spreadsheet, with the separator it was read with.
 
     Raises:
         SpreadsheetError: every problem in the file, each naming its row and column, or a file that cannot be read.
