@@ -27,6 +27,7 @@ from polyp.images import binary_mask, overlay, write_image
 from polyp.io import make_folder
 from polyp.metrics import dice_iou
 from polyp.runtime import Normalizer, autocast, resolve_device, resolve_precision
+from polyp.tta import TTA_MODES, symmetries
 
 
 class Predictor:
@@ -66,8 +67,22 @@ class Predictor:
         with torch.inference_mode(), autocast(self.device, self.dtype):
             return self.model(self.normalize(batch)).float()
 
-    def probabilities(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Polyp probability (float32 0..1) per pixel of each image, at the image's own size."""
+    def probabilities(self, images: list[np.ndarray], tta: str = "none") -> list[np.ndarray]:
+        """Polyp probability (float32 0..1) per pixel of each image, at the image's own size.
+
+        Args:
+            images: RGB uint8 images of any sizes.
+            tta: "none", "flip" (mean over the image and its two flips) or "d4" (the 8 flips and rotations).
+        """
+        passes = symmetries(tta)
+        total = [np.zeros(im.shape[:2], np.float32) for im in images]
+        for forward, inverse in passes:
+            turned = [forward(im) for im in images]
+            for index, probability in enumerate(self._probabilities(turned)):
+                total[index] += inverse(probability)
+        return [t / len(passes) for t in total]
+
+    def _probabilities(self, images: list[np.ndarray]) -> list[np.ndarray]:
         probs = torch.sigmoid(self.logits(self.resized(images)))[:, 0].cpu().numpy()
         return [cv2.resize(p, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_LINEAR) for p, im in zip(probs, images, strict=True)]
 
@@ -110,7 +125,7 @@ def truth_convention(masks: Path, inputs: list[Path]) -> MaskConvention:
 
 
 def predict_files(predictor: Predictor, inputs: list[Path], out: Path, masks: Path | None = None,
-                  batch_size: int = 8, convention: MaskConvention | None = None) -> list[dict]:
+                  batch_size: int = 8, convention: MaskConvention | None = None, tta: str = "none") -> list[dict]:
     """Writes `<stem>_mask.png` and `<stem>_overlay.png` per input; with `masks`, scores each image.
 
     Images go through the model `batch_size` at a time. The true masks are binarised by `convention`, by
@@ -126,7 +141,7 @@ def predict_files(predictor: Predictor, inputs: list[Path], out: Path, masks: Pa
         chunk = inputs[start:start + step]
         images = [read_image(path) for path in chunk]
         for path, truth, image, probability in zip(chunk, truths[start:start + step], images,
-                                                   predictor.probabilities(images), strict=True):
+                                                   predictor.probabilities(images, tta), strict=True):
             rows.append(_write_one(path, image, binary_mask(probability), out, truth, convention))
     return rows
 
@@ -156,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="auto: bf16 autocast where the device supports it (as in training), else float32")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--tta", default="none", choices=TTA_MODES,
+                        help="test-time augmentation: none, flip (3 passes) or d4 (8 flips and rotations)")
     args = parser.parse_args(argv)
     try:
         predictor, _ = Predictor.from_folder(args.model, args.device, args.precision)
@@ -163,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         convention = truth_convention(Path(args.masks), inputs) if args.masks else None
         out = make_folder(args.out, "--out")
         rows = predict_files(predictor, inputs, out, Path(args.masks) if args.masks else None, args.batch_size,
-                             convention)
+                             convention, args.tta)
         if args.gradcam:
             write_gradcams(predictor, inputs, out)
     except PolypError as error:

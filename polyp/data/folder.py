@@ -9,6 +9,11 @@ from polyp.errors import PolypError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_NAME_SUFFIXES = ("_mask", "_segmentation")
+LAYOUTS = (  # image and mask folders of a data set, in the order they are looked for
+    ("images", "masks"),  # Kvasir-SEG, PolypGen, PraNet's test sets
+    ("image", "mask"),  # PraNet's training set
+    ("Original", "Ground Truth"),  # CVC-ClinicDB as distributed (TIFF)
+)
 OS_LEFTOVERS = ("thumbs.db", "desktop.ini", ".ds_store")  # lower-case names Windows and macOS write into folders
 
 
@@ -85,6 +90,22 @@ def find_pairs(root: str | Path) -> list[Pair]:
     return scan.pairs
 
 
+def layout(root: Path) -> tuple[Path, Path]:
+    """The image and mask folders of a data folder, in the first layout of LAYOUTS it has.
+
+    Raises:
+        DataError: none of the layouts is there, naming what was expected.
+    """
+    for images, masks in LAYOUTS:
+        if (root / images).is_dir() and (root / masks).is_dir():
+            return root / images, root / masks
+    if (root / "images").is_dir() or (root / "masks").is_dir():
+        missing = [name for name in ("images", "masks") if not (root / name).is_dir()]
+        raise DataError(f"{root}: missing sub-folder(s) {', '.join(missing)}; expected images/ and masks/")
+    expected = ", ".join(f"{images}/ + {masks}/" for images, masks in LAYOUTS)
+    raise DataError(f"{root}: missing sub-folder(s) images, masks; expected one of {expected}")
+
+
 def scan_pairs(root: str | Path) -> FolderScan:
     """Like `find_pairs`, but returns the pairs, the problems and the skipped OS files instead of raising.
 
@@ -94,18 +115,16 @@ def scan_pairs(root: str | Path) -> FolderScan:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data folder does not exist")
-    missing = [name for name in ("images", "masks") if not (root / name).is_dir()]
-    if missing:
-        raise DataError(f"{root}: missing sub-folder(s) {', '.join(missing)}; expected images/ and masks/")
+    image_dir, mask_dir = layout(root)
     problems: list[str] = []
     skipped: list[str] = []
-    images = _index(root / "images", problems, skipped, strip=False)
-    masks = _index(root / "masks", problems, skipped, strip=True)
+    images = _index(image_dir, problems, skipped, strip=False)
+    masks = _index(mask_dir, problems, skipped, strip=True)
     if not images and not masks and not problems:
-        raise DataError(f"{root}: images/ and masks/ are empty")
+        raise DataError(f"{root}: {image_dir.name}/ and {mask_dir.name}/ are empty")
     for stem in sorted(set(images) - set(masks)):
-        problems.append(f"{images[stem]}: no mask in {root / 'masks'}")
+        problems.append(f"{images[stem]}: no mask in {mask_dir}")
     for stem in sorted(set(masks) - set(images)):
-        problems.append(f"{masks[stem]}: no image in {root / 'images'}")
+        problems.append(f"{masks[stem]}: no image in {image_dir}")
     pairs = [Pair(stem, images[stem], masks[stem]) for stem in sorted(set(images) & set(masks))]
     return FolderScan(pairs, problems, skipped)
