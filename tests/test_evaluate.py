@@ -18,6 +18,7 @@ from polyp.config import TrainConfig
 from polyp.data import write_synthetic
 from polyp.data.folder import scan_pairs
 from polyp.evaluate.datasets import named_folders
+from polyp.evaluate.scoring import ensemble_probabilities
 from polyp.metrics import dice_iou
 from polyp.models import build_model
 from polyp.predict import Predictor
@@ -98,7 +99,7 @@ def test_an_ensemble_averages_the_models_probabilities(models, test_sets):
     predictors = [Predictor.from_folder(folder)[0] for folder in models]
     single = [predictor.probabilities([image])[0] for predictor in predictors]
     assert not np.allclose(single[0], single[1])
-    both = evaluate.ensemble_probabilities(predictors, [image], "none")[0]
+    both = ensemble_probabilities(predictors, [image], "none")[0]
     assert np.allclose(both, (single[0] + single[1]) / 2, atol=1e-6)
 
 

@@ -118,3 +118,20 @@ def test_our_attention_unet_exports_to_onnx_too(tmp_path):
     model = build_model(TrainConfig(arch="attention_unet", encoder_depth=3, image_size=32)).eval()
     path = export_onnx(model, 32, tmp_path / "model.onnx")
     assert onnx_max_difference(model, path, 32) < 1e-4
+
+
+def test_the_test_split_is_scored_as_polyp_evaluate_scores_it(best_export, study, tmp_path, capsys):
+    from polyp.data import Split, resolve_data_dir
+    from polyp.evaluate.__main__ import main as evaluate_main
+
+    own = json.loads((best_export["out"] / "training.json").read_text())["metrics"]["test_own_size"]
+    assert own["images"] > 0 and {"dice", "iou", "wfm", "sm", "em_mean", "em_max", "mae", "hd95"} <= set(own)
+    assert f"mDice {own['dice']:.4f}" in best_export["stdout"]
+    split = Split.load(study.run_dir / "mini" / "split.json")
+    listed = tmp_path / "test.txt"
+    listed.write_text("\n".join(split.test))
+    folder = resolve_data_dir("synthetic", 20, synthetic_size=64)  # the mini study's synthetic set
+    assert evaluate_main(["--model", str(best_export["out"]), "--data", f"test={folder}", "--test-list", str(listed),
+                          "--out", str(tmp_path / "evaluation"), "--batch-size", "8"]) == 0
+    row = re.search(r"^\s*test\s+(\d+)\s+(\S+)\s+(\S+)", capsys.readouterr().out, re.MULTILINE)
+    assert int(row.group(1)) == own["images"] and float(row.group(2)) == pytest.approx(own["dice"], abs=1e-4)

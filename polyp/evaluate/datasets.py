@@ -59,18 +59,19 @@ def named_folders(values: list[str]) -> list[tuple[str, Path]]:
     return found
 
 
-def eval_set(name: str, folder: Path, test_list: Path | None = None) -> EvalSet:
-    """The checked pairs of one data set (only the listed stems with a test list) and its mask convention."""
+def eval_set(name: str, folder: Path, test_list: Path | None = None, stems: list[str] | None = None) -> EvalSet:
+    """The checked pairs of one data set (only the stems of `test_list` or `stems`) and its mask convention."""
     scan = scan_pairs(folder)
     if scan.problems:
         raise DataError(f"{folder}: {len(scan.problems)} problem(s):\n  " + "\n  ".join(scan.problems))
     pairs = scan.pairs
-    if test_list is not None:
-        listed = read_test_list(test_list)
+    if test_list is not None or stems is not None:
+        listed = read_test_list(test_list) if test_list is not None else stems
         by_stem = {pair.stem: pair for pair in pairs}
         missing = [stem for stem in listed if stem not in by_stem]
         if missing:
-            raise DataError(f"{test_list}: {len(missing)} listed stem(s) not in {folder}: {', '.join(missing[:5])}")
+            raise DataError(f"{test_list or 'the split'}: {len(missing)} listed stem(s) not in {folder}: "
+                            f"{', '.join(missing[:5])}")
         pairs = [by_stem[stem] for stem in listed]
     largest = [int(read_raw_mask(pair.mask).max()) for pair in pairs]
     check_one_convention(folder, [pair.mask.name for pair in pairs], largest)
