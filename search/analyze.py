@@ -13,18 +13,21 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from polyp.checkpoint import CheckpointError
 from polyp.io import write_text
 from search.options import USER_ERRORS, add_study_options, fail
 from search.report.page import ReportParts, index_html
-from search.report.sheets import TrialFiles, gradcam_for, prediction_sheets
+from search.report.sheets import TrialFiles, gradcam_for, load_trial_model, prediction_sheets
 from search.report.trials import loss_curves_html, loss_curves_png, write_optuna_plots, write_trials_csv
 from search.session import Session, load_data, open_session
 from search.storage import safe_url
+from search.test_scores import score_test_split
 
 NO_COMPLETE_TRIAL = 1  # exit status when the study has no complete trial to report on
 
@@ -74,6 +77,9 @@ def write_report(session: Session, top: int = 3, gradcam: bool = False) -> Repor
     parts.sheets = prediction_sheets(files, best, sample, folder)
     if gradcam:
         parts.gradcam = gradcam_for(files, best[0], sample, folder)
+    with contextlib.suppress(CheckpointError):  # a best trial without a checkpoint has its sheet's reason above
+        model = load_trial_model(files, best[0], spec.base.image_size)
+        parts.test_own_size = score_test_split(session, model, spec.base.image_size)
     return parts
 
 
@@ -103,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         skipped["gradcam"] = parts.gradcam
     for name, reason in skipped.items():
         print(f"  skipped {name}: {reason}")
+    own = parts.test_own_size
+    if own:
+        print(f"trial {parts.top[0].number} on the test split at the images' own sizes ({own['images']} images): "
+              f"mDice {own['dice']:.4f}, mIoU {own['iou']:.4f}, Fβw {own['wfm']:.4f}, Sα {own['sm']:.4f}, "
+              f"mean Eφ {own['em_mean']:.4f}, MAE {own['mae']:.4f}")
     print(f"report: {index}")
     if parts.message:
         print(f"error: {parts.message}", file=sys.stderr)

@@ -29,12 +29,6 @@ from polyp.checkpoint import (
     save_checkpoint,
 )
 from polyp.config import TrainConfig, parse_config
-from polyp.data import Split, resolve_data_dir
-from polyp.evaluate.datasets import eval_set
-from polyp.evaluate.measures import MEASURES, summarize
-from polyp.evaluate.scoring import evaluate_set
-from polyp.images import MASK_THRESHOLD
-from polyp.predict import Predictor
 from polyp.train import fit
 from search.artifacts import checkpoint_folder
 from search.forced import forced_settings
@@ -45,6 +39,7 @@ from search.session import Session, load_data, open_session
 from search.space import suggest
 from search.storage import safe_url
 from search.studies import StudyError
+from search.test_scores import score_test_split
 
 ONNX_FILE = "model.onnx"
 ONNX_TOLERANCE = 1e-3  # largest |onnxruntime - PyTorch| logit difference accepted
@@ -130,27 +125,12 @@ def export_trial(session: Session, trial: FrozenTrial, out: Path, retrain_missin
             raise
         model, cfg, metrics = retrain(session, trial, overrides)
         source = "retrained by search.export --retrain"
-    metrics = {**metrics, "test_own_size": score_test_split(session, model, cfg)}
+    metrics = {**metrics, "test_own_size": score_test_split(session, model, cfg.image_size)}
     facts = {"metrics": metrics, "study": session.spec.name, "trial": trial.number, "trial_state": trial.state.name,
              "trial_value": trial.value, "storage": safe_url(session.storage_url), "source": source,
              "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     save_checkpoint(model, cfg, out, facts)
     return model.eval(), cfg, facts
-
-
-def score_test_split(session: Session, model: nn.Module, cfg: TrainConfig) -> dict:
-    """The study's test images scored as `polyp.evaluate` scores them: at their own sizes, every measure."""
-    run = session.spec.run
-    manifest = session.folder / "split.json"
-    if not manifest.is_file():
-        return {}
-    root = resolve_data_dir(run.data, run.synthetic_count, synthetic_size=session.spec.base.image_size)
-    test = eval_set("test", root, stems=Split.load(manifest).test)
-    _, scores, _, seconds = evaluate_set(test, [Predictor(model, cfg.image_size)], "none", MASK_THRESHOLD, 8)
-    summary = summarize(scores)
-    return {"images": summary["images"], **{name: summary[name] for name in MEASURES},
-            "negatives_with_false_positive": summary["negatives_with_false_positive"], "seconds": round(seconds, 2),
-            "how": "polyp.evaluate's measures at each image's own size, threshold 0.5, no TTA"}
 
 
 def write_onnx(model: nn.Module, out: Path, image_size: int) -> float:

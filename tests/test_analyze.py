@@ -44,6 +44,9 @@ def test_the_report_holds_every_file_and_the_index_links_them(report, study):
     assert (folder / "plotly.min.js").is_file()  # the HTML plots work offline
     assert "Top 2 trials" in index and f"../trial-{best}/" in index
     assert f"report: {folder / 'index.html'}" in report["stdout"]
+    assert f"Trial {best} on the test split, as polyp.evaluate scores it" in index
+    assert re.search(rf"trial {best} on the test split at the images' own sizes \(\d+ images\): mDice 0\.\d{{4}}",
+                     report["stdout"])
 
 
 def _value(folder, number: int) -> float:

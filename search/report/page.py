@@ -31,6 +31,7 @@ class ReportParts:
     optuna_plots: dict[str, Path | str] = field(default_factory=dict)
     sheets: dict[int, Path | str] = field(default_factory=dict)
     gradcam: Path | str | None = None
+    test_own_size: dict = field(default_factory=dict)  # the best trial on the test split, as polyp.evaluate scores it
 
 
 def _link(path: Path, text: str) -> str:
@@ -52,6 +53,15 @@ def top_table(trials: list[FrozenTrial]) -> str:
     return "\n".join(rows) + "</table>"
 
 
+def own_size_table(scores: dict) -> str:
+    """The best trial's test-split measures at the images' own sizes, as one HTML table row."""
+    names = {"dice": "mDice", "iou": "mIoU", "wfm": "Fβw", "sm": "Sα", "em_mean": "mean Eφ", "em_max": "max Eφ",
+             "mae": "MAE", "precision": "precision", "recall": "recall", "hd95": "HD95 px"}
+    head = "".join(f"<th>{label}</th>" for label in ("images", *names.values()))
+    cells = "".join(f"<td>{format_number(scores[key], 2 if key == 'hd95' else 4, missing='–')}</td>" for key in names)
+    return f"<table><tr>{head}</tr><tr><td>{scores['images']}</td>{cells}</tr></table>"
+
+
 def _figure(path: Path | str, caption: str) -> str:
     if isinstance(path, Path):
         return f'<figure><a href="{html.escape(path.name)}"><img src="{html.escape(path.name)}" alt="{html.escape(caption)}">' \
@@ -68,6 +78,9 @@ def index_html(parts: ReportParts) -> str:
         body.append(f'<p class="warning">{html.escape(parts.message)}</p>')
     if parts.top:
         body += [f"<h2>Top {len(parts.top)} trials (by validation mDice)</h2>", top_table(parts.top)]
+    if parts.test_own_size:
+        body += [f"<h2>Trial {parts.top[0].number} on the test split, as polyp.evaluate scores it</h2>",
+                 own_size_table(parts.test_own_size)]
     body.append("<h2>Files</h2><ul>")
     labels = {"trials.csv": "trials.csv: one row per trial", "loss_curves.html": "loss curves of all trials (interactive)",
               "loss_curves.png": "loss curves of all trials (PNG)"}

@@ -1,0 +1,33 @@
+"""A trial's model on the study's test split, scored as `polyp.evaluate` scores a test set.
+
+`search.export` keeps these scores in the exported `training.json` and `search.analyze` shows them for the
+best trial, so the export, the report and `polyp.evaluate` agree: every measure, at each image's own size,
+threshold 0.5, no test-time augmentation.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from polyp.data import Split, resolve_data_dir
+from polyp.evaluate.datasets import eval_set
+from polyp.evaluate.measures import MEASURES, summarize
+from polyp.evaluate.scoring import evaluate_set
+from polyp.images import MASK_THRESHOLD
+from polyp.predict import Predictor
+from search.session import Session
+
+
+def score_test_split(session: Session, model: nn.Module, image_size: int) -> dict:
+    """The study's test images scored as `polyp.evaluate` scores them: at their own sizes, every measure."""
+    run = session.spec.run
+    manifest = session.folder / "split.json"
+    if not manifest.is_file():
+        return {}
+    root = resolve_data_dir(run.data, run.synthetic_count, synthetic_size=session.spec.base.image_size)
+    test = eval_set("test", root, stems=Split.load(manifest).test)
+    _, scores, _, seconds = evaluate_set(test, [Predictor(model, image_size)], "none", MASK_THRESHOLD, 8)
+    summary = summarize(scores)
+    return {"images": summary["images"], **{name: summary[name] for name in MEASURES},
+            "negatives_with_false_positive": summary["negatives_with_false_positive"], "seconds": round(seconds, 2),
+            "how": "polyp.evaluate's measures at each image's own size, threshold 0.5, no TTA"}
