@@ -27,7 +27,7 @@ from search.report.sheets import TrialFiles, gradcam_for, load_trial_model, pred
 from search.report.trials import loss_curves_html, loss_curves_png, write_optuna_plots, write_trials_csv
 from search.session import Session, load_data, open_session
 from search.storage import safe_url
-from search.test_scores import score_test_split
+from search.test_scores import describe, score_test_split
 
 NO_COMPLETE_TRIAL = 1  # exit status when the study has no complete trial to report on
 
@@ -111,9 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  skipped {name}: {reason}")
     own = parts.test_own_size
     if own:
-        print(f"trial {parts.top[0].number} on the test split at the images' own sizes ({own['images']} images): "
-              f"mDice {own['dice']:.4f}, mIoU {own['iou']:.4f}, Fβw {own['wfm']:.4f}, Sα {own['sm']:.4f}, "
-              f"mean Eφ {own['em_mean']:.4f}, MAE {own['mae']:.4f}")
+        print(f"trial {parts.top[0].number} on the test split at the images' own sizes {describe(own)}")
     print(f"report: {index}")
     if parts.message:
         print(f"error: {parts.message}", file=sys.stderr)

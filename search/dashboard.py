@@ -81,16 +81,16 @@ def study_url(base: str, storage: optuna.storages.BaseStorage, study_name: str |
     return f"{base}/dashboard/studies/{storage.get_study_id_from_name(study_name)}"
 
 
-def open_target(args: argparse.Namespace) -> tuple[optuna.storages.BaseStorage, str | None, str]:
-    """The storage to show, the study's name (if --study), and the storage URL."""
+def open_target(args: argparse.Namespace) -> tuple[optuna.storages.BaseStorage, str | None, str, object]:
+    """The storage to show, the study's name (if --study), the storage URL and the artifact store."""
     if args.study:
         session = open_session(args, create=False)
-        return session.storage, session.spec.name, session.storage_url
+        return session.storage, session.spec.name, session.storage_url, session.artifacts
     url = args.storage or default_storage_url(Path(args.run_dir))
     if not args.storage and not (Path(args.run_dir) / "optuna.db").is_file():
         raise CommandLineError(f"no study database in {args.run_dir}/ (optuna.db); run search.run first, "
                          f"or pass --out RUN_FOLDER or --storage URL")
-    return open_storage(url), None, url
+    return open_storage(url), None, url, open_artifact_store(Path(args.run_dir), args.artifacts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        storage, study_name, url = open_target(args)
-        app = dashboard_app(storage, open_artifact_store(Path(args.run_dir), args.artifacts))
+        storage, study_name, url, artifacts = open_target(args)
+        app = dashboard_app(storage, artifacts)
     except USER_ERRORS as error:
         return fail(str(error))
     try:

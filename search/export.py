@@ -39,7 +39,7 @@ from search.session import Session, load_data, open_session
 from search.space import suggest
 from search.storage import safe_url
 from search.studies import StudyError
-from search.test_scores import score_test_split
+from search.test_scores import describe, score_test_split
 
 ONNX_FILE = "model.onnx"
 ONNX_TOLERANCE = 1e-3  # largest |onnxruntime - PyTorch| logit difference accepted
@@ -168,9 +168,7 @@ def main(argv: list[str] | None = None) -> int:
           f"val mDice {val.get('mdice', float('nan')):.4f}, test mDice {test.get('mdice', float('nan')):.4f}")
     own = facts["metrics"].get("test_own_size") or {}
     if own:
-        print(f"  test split at the images' own sizes ({own['images']} images, as polyp.evaluate scores it): "
-              f"mDice {own['dice']:.4f}, mIoU {own['iou']:.4f}, Fβw {own['wfm']:.4f}, Sα {own['sm']:.4f}, "
-              f"mean Eφ {own['em_mean']:.4f}, MAE {own['mae']:.4f}")
+        print(f"  test split at the images' own sizes, as polyp.evaluate scores it {describe(own)}")
     print(f"  {out}/: {', '.join(sorted(p.name for p in out.iterdir()))}")
     if overrides and not facts["source"].startswith("retrained"):
         print(f"  note: {', '.join('--' + k for k in overrides)} ignored: trial {trial.number} kept its checkpoint")

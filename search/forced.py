@@ -46,7 +46,8 @@ def with_command_line(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
                 where = "is searched" if "encoder_depth" in spec.space else "is the study's"
                 raise ConfigError(f"--image-size {forced['image_size']} does not fit encoder_depth {depth} (2**{depth}; "
                                   f"it {where}): {problem}")
-        base = replace(base, encoder_depth=min(depths))  # every trial samples its depth: only those constrain it
+        if check_image_size(forced["image_size"], base.encoder_depth):  # a [train] depth the space overrides
+            base = replace(base, encoder_depth=min(depths))
     return replace(spec, run=run, base=parse_config(forced, base=base), forced=forced)
 
 

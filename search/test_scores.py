@@ -18,6 +18,12 @@ from polyp.predict import Predictor
 from search.session import Session
 
 
+def describe(scores: dict) -> str:
+    """The scores in one line, as search.export and search.analyze print them."""
+    return (f"({scores['images']} images): mDice {scores['dice']:.4f}, mIoU {scores['iou']:.4f}, Fβw {scores['wfm']:.4f}, "
+            f"Sα {scores['sm']:.4f}, mean Eφ {scores['em_mean']:.4f}, MAE {scores['mae']:.4f}")
+
+
 def score_test_split(session: Session, model: nn.Module, image_size: int) -> dict:
     """The study's test images scored as `polyp.evaluate` scores them: at their own sizes, every measure."""
     run = session.spec.run

@@ -8,6 +8,7 @@ files and spreadsheets into tmp_path; only tests of the shipped files read studi
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,13 @@ def shipped_study_names() -> list[str]:
 def worker_env() -> dict[str, str]:
     """The environment of a worker process: the repository and tests/ (for `fake_trainers`) on PYTHONPATH."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for servers the tests start)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def finished_count(study: optuna.Study) -> int:

@@ -135,3 +135,10 @@ def test_keyboard_interrupt_fails_the_trial_and_stops(synthetic_data, tmp_path: 
     with pytest.raises(KeyboardInterrupt):
         study.optimize(objective, n_trials=3, catch=(Exception,))
     assert [trial.state for trial in study.trials] == [TrialState.FAIL]
+
+
+def test_a_forced_image_size_keeps_the_study_depth_that_fits_it():
+    spec = tiny_spec(encoder_depth=[3, 4])
+    spec = replace(spec, base=replace(spec.base, encoder_depth=4))  # [train] sets 4, the space searches 3 and 4
+    forced = with_command_line(spec, argparse.Namespace(epochs=None, image_size=64, device=None))
+    assert forced.base.image_size == 64 and forced.base.encoder_depth == 4, "rows without a depth train the study's"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from search_fixtures import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -60,11 +60,6 @@ def runnable(command: Command) -> bool:
     """Whether the command needs nothing from outside this machine and the project."""
     return not any(marker in command.text for marker in EXTERNAL)
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def as_run_here(words: list[str], port: int) -> list[str]:
@@ -126,7 +121,7 @@ def test_readme_commands_run_as_written_in_order(tmp_path: Path, monkeypatch: py
     folder.mkdir()
     rows = (ROOT / "hyperparameters.csv").read_text().splitlines(keepends=True)[:1 + CSV_ROWS]
     (folder / "hyperparameters.csv").write_text("".join(rows))  # the README runs in the repository's root
-    server, port = None, _free_port()
+    server, port = None, free_port()
     try:
         for command in filter(runnable, readme_commands(README.read_text())):
             if command.language == "python":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from search_fixtures import TINY_STUDY, fast_pictures, finished_count, search_cache, write_study  # noqa: F401
+from search_fixtures import TINY_STUDY, fast_pictures, finished_count, free_port, search_cache, write_study  # noqa: F401
 
 from polyp.checkpoint import load_checkpoint
 from search.analyze import main as analyze_main
@@ -34,16 +34,11 @@ BUCKET = "polyp-runs"
 FAKE = ["--trainer", "search.testing:fake_fit", "--data", "synthetic", "--quiet"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> str:
     """An S3 server on 127.0.0.1 with an empty bucket; AWS_ENDPOINT_URL and test credentials point at it."""
-    port = _free_port()
+    port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
@@ -119,7 +114,7 @@ def test_a_store_that_cannot_be_used_stops_the_run_before_training(s3: str, tmp_
 
 
 def test_refused_credentials_stop_the_run_before_training(tmp_path: Path, monkeypatch, capsys):
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

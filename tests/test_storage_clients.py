@@ -7,7 +7,6 @@ SQLAlchemy 2.1 maps `postgresql://` to psycopg 3, so the project installs it: th
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 from pg import postgres_url  # noqa: F401
-from search_fixtures import TINY_STUDY, fast_pictures, search_cache, write_study  # noqa: F401
+from search_fixtures import TINY_STUDY, fast_pictures, free_port, search_cache, write_study  # noqa: F401
 
 from search.run import main as run_main
 
@@ -54,14 +53,9 @@ def test_optuna_cli_reads_the_plain_url(study_made_by_search_run: str):
     assert len(json.loads(done.stdout)) == TRIALS
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 def test_optuna_dashboard_serves_the_plain_url(study_made_by_search_run: str):
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([str(BIN / "optuna-dashboard"), study_made_by_search_run, "--host", "127.0.0.1",
                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -90,15 +90,22 @@ def find_pairs(root: str | Path) -> list[Pair]:
     return scan.pairs
 
 
+def find_layout(root: Path) -> tuple[Path, Path] | None:
+    """The image and mask folders of a data folder in the first layout of LAYOUTS it has, or None."""
+    for images, masks in LAYOUTS:
+        if (root / images).is_dir() and (root / masks).is_dir():
+            return root / images, root / masks
+    return None
+
+
 def layout(root: Path) -> tuple[Path, Path]:
     """The image and mask folders of a data folder, in the first layout of LAYOUTS it has.
 
     Raises:
         DataError: none of the layouts is there, naming what was expected.
     """
-    for images, masks in LAYOUTS:
-        if (root / images).is_dir() and (root / masks).is_dir():
-            return root / images, root / masks
+    if found := find_layout(root):
+        return found
     if (root / "images").is_dir() or (root / "masks").is_dir():
         missing = [name for name in ("images", "masks") if not (root / name).is_dir()]
         raise DataError(f"{root}: missing sub-folder(s) {', '.join(missing)}; expected images/ and masks/")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polyp.data import DataError, Pair
-from polyp.data.folder import LAYOUTS, scan_pairs
+from polyp.data.folder import LAYOUTS, find_layout, scan_pairs
 from polyp.data.loading import check_one_convention
 from polyp.data.masks import MaskConvention, detect, read_raw_mask
 from polyp.data.splits import read_test_list
@@ -28,10 +28,6 @@ class EvalSet:
     skipped: list[str]  # files operating systems leave behind
 
 
-def _has_layout(folder: Path) -> bool:
-    return any((folder / images).is_dir() and (folder / masks).is_dir() for images, masks in LAYOUTS)
-
-
 def named_folders(values: list[str]) -> list[tuple[str, Path]]:
     """(name, folder) of each `--data` value (`NAME=FOLDER` or `FOLDER`), folders of data sets expanded.
 
@@ -44,10 +40,10 @@ def named_folders(values: list[str]) -> list[tuple[str, Path]]:
         folder = Path(folder_text).expanduser()
         if not folder.is_dir():
             raise DataError(f"--data {value}: {folder} is not a folder")
-        if _has_layout(folder):
+        if find_layout(folder):
             found.append((name or folder.name, folder))
             continue
-        inner = sorted(sub for sub in folder.iterdir() if sub.is_dir() and _has_layout(sub))
+        inner = sorted(sub for sub in folder.iterdir() if sub.is_dir() and find_layout(sub))
         if not inner:
             layouts = ", ".join(f"{images}/ + {masks}/" for images, masks in LAYOUTS)
             raise DataError(f"--data {value}: {folder} holds no data set (expected {layouts}, or subfolders with them)")

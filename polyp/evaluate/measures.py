@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import py_sod_metrics
+import torch
+from segmentation_models_pytorch import metrics as smp_metrics
 
 from polyp.images import MASK_THRESHOLD, binary_mask
 
@@ -154,17 +156,13 @@ def _check_inputs(probability: np.ndarray, truth: np.ndarray) -> None:
         raise ValueError("probability values must lie in [0, 1]; apply a sigmoid to logits first")
 
 
-def _ratio(numerator: int, denominator: int) -> float:
-    """numerator / denominator, and 1 where both are 0 (smp's zero_division=1)."""
-    return 1.0 if denominator == 0 else numerator / denominator
-
-
 def _overlap_scores(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float, float, float]:
-    """Dice, IoU, precision and recall of two bool masks."""
-    tp = int(np.count_nonzero(predicted & truth))
-    fp = int(np.count_nonzero(predicted & ~truth))
-    fn = int(np.count_nonzero(~predicted & truth))
-    return _ratio(2 * tp, 2 * tp + fp + fn), _ratio(tp, tp + fp + fn), _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    """Dice, IoU, precision and recall of two bool masks, from smp's counts as `polyp.metrics` scores them
+    (zero_division=1: 1 where both sides of a ratio are empty)."""
+    stats = smp_metrics.get_stats(torch.from_numpy(predicted)[None, None].long(),
+                                  torch.from_numpy(truth)[None, None].long(), mode="binary")
+    return tuple(float(score(*stats, reduction="none", zero_division=1.0))
+                 for score in (smp_metrics.f1_score, smp_metrics.iou_score, smp_metrics.precision, smp_metrics.recall))
 
 
 def _sod_scores(pred_u8: np.ndarray, gt_u8: np.ndarray) -> dict:

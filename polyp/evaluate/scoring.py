@@ -13,9 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from polyp.data import ImageSet, read_image
+from polyp.data import DataError, ImageSet, read_image
 from polyp.data.masks import read_raw_mask
-from polyp.errors import PolypError
 from polyp.evaluate.datasets import EvalSet
 from polyp.evaluate.measures import MEASURES, ImageScores, score_image
 from polyp.images import binary_mask
@@ -52,7 +51,7 @@ def evaluate_set(data: EvalSet, predictors: list[Predictor], tta: str, threshold
         truths = [data.convention.binarise(read_raw_mask(pair.mask)) for pair in chunk]
         for pair, image, truth in zip(chunk, images, truths, strict=True):
             if image.shape[:2] != truth.shape:
-                raise PolypError(f"{pair.mask}: mask is {truth.shape[1]}x{truth.shape[0]} but the image is "
+                raise DataError(f"{pair.mask}: mask is {truth.shape[1]}x{truth.shape[0]} but the image is "
                                  f"{image.shape[1]}x{image.shape[0]}")
         for pair, image, truth, probability in zip(chunk, images, truths,
                                                    ensemble_probabilities(predictors, images, tta), strict=True):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial
 
+from polyp.evaluate.measures import MEASURES
+from polyp.evaluate.scoring import COLUMNS
 from search.record import TrialRecord, format_number
 from search.report.trials import OPTUNA_PLOTS
 
@@ -55,10 +57,8 @@ def top_table(trials: list[FrozenTrial]) -> str:
 
 def own_size_table(scores: dict) -> str:
     """The best trial's test-split measures at the images' own sizes, as one HTML table row."""
-    names = {"dice": "mDice", "iou": "mIoU", "wfm": "Fβw", "sm": "Sα", "em_mean": "mean Eφ", "em_max": "max Eφ",
-             "mae": "MAE", "precision": "precision", "recall": "recall", "hd95": "HD95 px"}
-    head = "".join(f"<th>{label}</th>" for label in ("images", *names.values()))
-    cells = "".join(f"<td>{format_number(scores[key], 2 if key == 'hd95' else 4, missing='–')}</td>" for key in names)
+    head = "".join(f"<th>{label}</th>" for label in ("images", *(COLUMNS[key] for key in MEASURES)))
+    cells = "".join(f"<td>{format_number(scores[key], 2 if key == 'hd95' else 4, missing='–')}</td>" for key in MEASURES)
     return f"<table><tr>{head}</tr><tr><td>{scores['images']}</td>{cells}</tr></table>"
 
 
