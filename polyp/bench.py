@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from polyp.config import TrainConfig
 from polyp.data import ImageSet, prepare_data
 from polyp.errors import PolypError
-from polyp.models import build_model
+from polyp.models import build_model, input_normalization
 from polyp.predict import Predictor
 from polyp.runtime import count_float32_convolutions, resolve_device
 from polyp.train.loader import AUTO, loader_workers, train_loader
@@ -127,9 +127,9 @@ def predictors(steps: dict[str, TrainStep], cfg: TrainConfig) -> dict[str, Predi
     """`polyp.predict`'s Predictor on copies of one model: plain float32, and its default (the trainer's precision
     and channels-last). Both copy the plain step's model, as a loaded checkpoint is."""
     plain = steps["plain float32"]
-    return {"plain float32": Predictor(copy.deepcopy(plain.model), cfg.image_size, device=str(plain.device),
+    return {"plain float32": Predictor(copy.deepcopy(plain.model), cfg.image_size, *input_normalization(cfg), device=str(plain.device),
                                        precision="fp32", channels_last=False),
-            "default": Predictor(copy.deepcopy(plain.model), cfg.image_size, device=str(plain.device),
+            "default": Predictor(copy.deepcopy(plain.model), cfg.image_size, *input_normalization(cfg), device=str(plain.device),
                                  precision=cfg.precision, channels_last=cfg.channels_last)}
 
 

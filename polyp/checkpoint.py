@@ -26,7 +26,7 @@ from polyp.config import ConfigError, TrainConfig, parse_config
 from polyp.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from polyp.errors import PolypError
 from polyp.io import write_json
-from polyp.models import build_model
+from polyp.models import build_model, input_normalization
 from polyp.models.attention_unet import AttentionUNet
 
 CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE = "config.json", "model.safetensors", "training.json"
@@ -50,7 +50,8 @@ class CheckpointInfo:
 
 def preprocessing(cfg: TrainConfig) -> dict[str, Any]:
     """The input preprocessing a checkpoint of `cfg` expects."""
-    return {"image_size": cfg.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+    mean, std = input_normalization(cfg)
+    return {"image_size": cfg.image_size, "mean": list(mean), "std": list(std),
             "resize": "square, INTER_AREA", "input": "RGB uint8 / 255, then (x - mean) / std"}
 
 

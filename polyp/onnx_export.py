@@ -1,7 +1,7 @@
 """ONNX export of a segmentation model, checked against PyTorch with onnxruntime (deployment without PyTorch).
 
 The ONNX graph takes the normalised input `image` (N,3,S,S float32; N may vary) and returns `logits`
-(N,1,S,S); the preprocessing (resize to S, ImageNet mean/std) is in the checkpoint's training.json.
+(N,1,S,S); the preprocessing (resize to S, the mean and std the encoder expects) is in the checkpoint's training.json.
 
 Example:
     >>> from polyp.checkpoint import load_checkpoint

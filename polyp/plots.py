@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from polyp.data import ImageSet  # noqa: E402
+from polyp.data import IMAGENET_MEAN, IMAGENET_STD, ImageSet  # noqa: E402
 from polyp.gradcam import gradcam, heatmap_overlay  # noqa: E402
 from polyp.images import binary_mask, overlay, write_image  # noqa: E402
 from polyp.io import atomic_path  # noqa: E402
@@ -52,14 +52,25 @@ def loss_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
     return _save(figure, Path(path))
 
 
-def _plain_predictor(model: torch.nn.Module, images: ImageSet, device: torch.device | str = "cpu") -> Predictor:
+Normalization = tuple[tuple[float, float, float], tuple[float, float, float]]  # (mean, std) of RGB / 255
+
+
+def _plain_predictor(model: torch.nn.Module, images: ImageSet, normalization: Normalization,
+                     device: torch.device | str = "cpu") -> Predictor:
     """A plain float32 Predictor of `model` at the size of the already-resized `images`."""
-    return Predictor(model, images.images.shape[1], device=str(device), precision="fp32", channels_last=False)
+    mean, std = normalization
+    return Predictor(model, images.images.shape[1], mean, std, device=str(device), precision="fp32",
+                     channels_last=False)
 
 
-def predict_masks(model: torch.nn.Module, images: ImageSet, device: torch.device | str = "cpu") -> np.ndarray:
-    """Binary masks (N,S,S uint8) of a model on already-resized images, in plain float32."""
-    return _masks(_plain_predictor(model, images, device), images)
+def predict_masks(model: torch.nn.Module, images: ImageSet, normalization: Normalization = (IMAGENET_MEAN, IMAGENET_STD),
+                  device: torch.device | str = "cpu") -> np.ndarray:
+    """Binary masks (N,S,S uint8) of a model on already-resized images, in plain float32.
+
+    Args:
+        normalization: the (mean, std) the model expects (`polyp.models.input_normalization`, or a checkpoint's).
+    """
+    return _masks(_plain_predictor(model, images, normalization, device), images)
 
 
 def _masks(predictor: Predictor, images: ImageSet) -> np.ndarray:
@@ -114,7 +125,8 @@ def prediction_sheet(images: ImageSet, predictions: np.ndarray, path: str | Path
     return write_image(path, sheet(rows, ["image", "truth", "prediction", "overlay"], title))
 
 
-def gradcam_sheet(model: torch.nn.Module, images: ImageSet, path: str | Path, title: str = "") -> Path:
+def gradcam_sheet(model: torch.nn.Module, images: ImageSet, path: str | Path, title: str = "",
+                  normalization: Normalization = (IMAGENET_MEAN, IMAGENET_STD)) -> Path:
     """A grid of image | prediction overlay | Grad-CAM overlay rows: what the model looks at, beside what it finds.
 
     Args:
@@ -122,8 +134,9 @@ def gradcam_sheet(model: torch.nn.Module, images: ImageSet, path: str | Path, ti
         images: the (resized) images, already at the model's input size.
         path: the PNG to write (atomically).
         title: figure title.
+        normalization: the (mean, std) the model expects.
     """
-    predictor = _plain_predictor(model, images)
+    predictor = _plain_predictor(model, images, normalization)
     cams = gradcam(predictor.model, predictor.batch_input(list(images.images)))
     predictions = _masks(predictor, images)
     rows = [(stem, [image, overlay(image, pred), heatmap_overlay(image, cam)])

@@ -78,8 +78,8 @@ def write_report(session: Session, top: int = 3, gradcam: bool = False) -> Repor
     if gradcam:
         parts.gradcam = gradcam_for(files, best[0], sample, folder)
     with contextlib.suppress(CheckpointError):  # a best trial without a checkpoint has its sheet's reason above
-        model = load_trial_model(files, best[0], spec.base.image_size)
-        parts.test_own_size = score_test_split(session, model, spec.base.image_size)
+        model, info = load_trial_model(files, best[0], spec.base.image_size)
+        parts.test_own_size = score_test_split(session, model, info.image_size, (info.mean, info.std))
     return parts
 
 

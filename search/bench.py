@@ -24,6 +24,7 @@ import optuna
 
 from polyp.data import PolypData, prepare_data
 from search.forced import apply_forced, with_command_line
+from search.imagenet import check_imagenet_available
 from search.objective import Objective
 from search.options import (
     USER_ERRORS,
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                              "compared on validation mDice (val_fraction must be above 0)")
         spec = with_command_line(load_study(args.study), args)
         spec = dataclasses.replace(spec, forced={"epochs": spec.base.epochs, **spec.forced})  # one budget for both
+        check_imagenet_available(spec)
         settings = {"startup_trials": args.startup_trials, "pruner_startup_trials": args.pruner_startup_trials,
                     "warmup_epochs": args.warmup_epochs, "val_fraction": args.val_fraction}
         spec = dataclasses.replace(spec, run=dataclasses.replace(

@@ -29,6 +29,7 @@ from polyp.checkpoint import (
     save_checkpoint,
 )
 from polyp.config import TrainConfig, parse_config
+from polyp.models import input_normalization
 from polyp.train import fit
 from search.artifacts import checkpoint_folder
 from search.forced import forced_settings
@@ -125,7 +126,8 @@ def export_trial(session: Session, trial: FrozenTrial, out: Path, retrain_missin
             raise
         model, cfg, metrics = retrain(session, trial, overrides)
         source = "retrained by search.export --retrain"
-    metrics = {**metrics, "test_own_size": score_test_split(session, model, cfg.image_size)}
+    metrics = {**metrics, "test_own_size": score_test_split(session, model, cfg.image_size,
+                                                                     input_normalization(cfg))}
     facts = {"metrics": metrics, "study": session.spec.name, "trial": trial.number, "trial_state": trial.state.name,
              "trial_value": trial.value, "storage": safe_url(session.storage_url), "source": source,
              "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}

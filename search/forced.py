@@ -1,7 +1,7 @@
 """What a command line forces on a study, turned into settings once and applied once.
 
 Run settings (`--data`, `--test-list`, `--sampler`, `--pruner`, `--seed`) replace the study's `[run]` values.
-Training settings (`--epochs`, `--image-size`, `--device`, `--threads`, `--loader-workers`) are forced on every trial: the study's fixed
+Training settings (`--epochs`, `--image-size`, `--device`, `--threads`, `--loader-workers`, `--encoder-weights`) are forced on every trial: the study's fixed
 config takes them, and `apply_forced` sets them again on each trial's config after sampling (or after a
 replayed CSV row), so that they beat a searched or spreadsheet value of the same field.
 
@@ -17,10 +17,11 @@ import argparse
 from dataclasses import replace
 from typing import Any
 
+from polyp.architectures import ARCHITECTURES
 from polyp.config import ConfigError, TrainConfig, check_image_size, parse_config
 from search.studies import StudySpec
 
-FORCED_FIELDS = ("epochs", "image_size", "device", "threads", "loader_workers")  # set for every trial by a command line
+FORCED_FIELDS = ("epochs", "image_size", "device", "threads", "loader_workers", "encoder_weights")  # set for every trial by a command line
 RUN_FLAGS = ("data", "test_list", "sampler", "pruner", "seed")  # [run] settings a command line replaces
 
 
@@ -53,4 +54,7 @@ def with_command_line(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
 
 def apply_forced(config: TrainConfig, spec: StudySpec) -> TrainConfig:
     """A trial's config with the command line's forced settings (the last step of building it)."""
-    return parse_config(spec.forced, base=config) if spec.forced else config
+    forced = spec.forced
+    if forced.get("encoder_weights") == "imagenet" and not ARCHITECTURES[config.arch].takes_encoder:
+        forced = {name: value for name, value in forced.items() if name != "encoder_weights"}  # no ImageNet encoder
+    return parse_config(forced, base=config) if forced else config

@@ -53,13 +53,16 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_forced_options(parser: argparse.ArgumentParser) -> None:
-    """--epochs, --image-size, --device, --threads, --loader-workers: settings forced on every trial (search.forced)."""
+    """--epochs, --image-size, --device, --threads, --loader-workers, --encoder-weights: settings forced on every
+    trial (search.forced)."""
     parser.add_argument("--epochs", type=int, help="epochs per trial (default: the study's)")
     parser.add_argument("--image-size", type=int, help="input size in pixels (default: the study's)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto")
     parser.add_argument("--threads", type=int, help="torch threads per trial, 0 = every core (default: the study's)")
     parser.add_argument("--loader-workers", type=int, help="processes preparing each trial's batches, -1 = auto "
                         "(default: the study's)")
+    parser.add_argument("--encoder-weights", help="none | imagenet | a weights file, for every trial (default: the "
+                        "study's)")
 
 
 def add_trainer_option(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from polyp.checkpoint import save_checkpoint
 from polyp.config import TrainConfig
 from polyp.data import ImageSet
 from polyp.io import write_json
+from polyp.models import input_normalization
 from polyp.plots import loss_curve, predict_masks, prediction_sheet
 from polyp.train.history import write_history
 from polyp.train.loop import TrainResult
@@ -48,7 +49,7 @@ def write_trial_files(folder: Path, cfg: TrainConfig, result: TrainResult, sampl
     if result.history:
         files.append(loss_curve(result.history, folder / "loss_curve.png", title))
     if len(sample) and result.best_epoch:
-        masks = predict_masks(result.model.cpu(), sample)
+        masks = predict_masks(result.model.cpu(), sample, input_normalization(cfg))
         files.append(prediction_sheet(sample, masks, folder / "predictions.png", f"{title} - best epoch {result.best_epoch}"))
     if keep_checkpoint and result.best_epoch:
         checkpoint = save_checkpoint(result.model, cfg, folder / "checkpoint", facts)

@@ -13,6 +13,7 @@ import optuna
 from polyp.data import PolypData, Split, prepare_data
 from search.artifacts import open_artifact_store
 from search.forced import with_command_line
+from search.imagenet import check_imagenet_available
 from search.options import CommandLineError
 from search.outputs import study_dir
 from search.samplers import build_pruner, seeded_sampler
@@ -61,6 +62,7 @@ def open_session(args: argparse.Namespace, create: bool = True) -> Session:
     spec = with_command_line(load_study(args.study), args)
     if create:  # before anything is written: build_pruner refuses a pair the sampler cannot search under
         pruner = build_pruner(spec.run.pruner, spec)
+        check_imagenet_available(spec)  # commands that train: stop before any trial, not in every trial
     run_dir = writable_run_dir(args.run_dir)
     artifacts = open_artifact_store(run_dir, getattr(args, "artifacts", None))  # checked before the study is touched
     url = args.storage or default_storage_url(run_dir)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from polyp.architectures import ARCHITECTURES
 from polyp.config import FIELDS, ConfigError, TrainConfig, check_image_size, field_type, parse_config
 from polyp.errors import PolypError
 from polyp.models import is_buildable
@@ -185,7 +186,10 @@ def _check_combinations(spec: StudySpec, where: str) -> None:
     for arch, encoder, depth in itertools.product(*choices.values()):
         if problem := check_image_size(spec.base.image_size, depth):
             raise StudyError(f"{where}[train].image_size: {problem} (encoder_depth {depth} is in the space)")
-        cfg = dataclasses.replace(spec.base, arch=arch, encoder=encoder, encoder_depth=depth, decoder_attention="none")
+        cfg = dataclasses.replace(spec.base, arch=arch, encoder=encoder, encoder_depth=depth, decoder_attention="none",
+                                  deep_supervision=False)
+        if cfg.encoder_weights == "imagenet" and arch in ARCHITECTURES and not ARCHITECTURES[arch].takes_encoder:
+            cfg = dataclasses.replace(cfg, encoder_weights="none")  # as search.space builds it
         if not is_buildable(cfg):
             raise StudyError(f"{where}[space]: {arch} with encoder {encoder} at depth {depth} cannot be built; "
                              f"remove one of them from the space")

@@ -24,15 +24,19 @@ def describe(scores: dict) -> str:
             f"Sα {scores['sm']:.4f}, mean Eφ {scores['em_mean']:.4f}, MAE {scores['mae']:.4f}")
 
 
-def score_test_split(session: Session, model: nn.Module, image_size: int) -> dict:
-    """The study's test images scored as `polyp.evaluate` scores them: at their own sizes, every measure."""
+def score_test_split(session: Session, model: nn.Module, image_size: int, normalization: tuple) -> dict:
+    """The study's test images scored as `polyp.evaluate` scores them: at their own sizes, every measure.
+
+    Args:
+        normalization: the (mean, std) the model expects (`polyp.models.input_normalization`).
+    """
     run = session.spec.run
     manifest = session.folder / "split.json"
     if not manifest.is_file():
         return {}
     root = resolve_data_dir(run.data, run.synthetic_count, synthetic_size=session.spec.base.image_size)
     test = eval_set("test", root, stems=Split.load(manifest).test)
-    _, scores, _, seconds = evaluate_set(test, [Predictor(model, image_size)], "none", MASK_THRESHOLD, 8)
+    _, scores, _, seconds = evaluate_set(test, [Predictor(model, image_size, *normalization)], "none", MASK_THRESHOLD, 8)
     summary = summarize(scores)
     return {"images": summary["images"], **{name: summary[name] for name in MEASURES},
             "negatives_with_false_positive": summary["negatives_with_false_positive"], "seconds": round(seconds, 2),

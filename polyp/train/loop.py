@@ -18,7 +18,7 @@ from polyp.config import ConfigError, TrainConfig
 from polyp.data import ImageSet, PolypData, SegmentationDataset
 from polyp.losses import build_loss
 from polyp.metrics import METRIC_NAMES, SegmentationCounts
-from polyp.models import build_model, count_parameters
+from polyp.models import build_model, count_parameters, input_normalization
 from polyp.runtime import (
     Normalizer,
     autocast,
@@ -64,7 +64,7 @@ class TrainStep:
         self.cfg, self.model, self.device = cfg, model, device
         self.dtype = resolve_precision(cfg.precision, device)
         strided_depthwise_in_float32(model, device, self.dtype)
-        self.normalize = Normalizer(device, cfg.channels_last)
+        self.normalize = Normalizer(device, cfg.channels_last, *input_normalization(cfg))
         self.loss_fn = build_loss(cfg.loss, cfg.tversky_alpha, cfg.tversky_beta, cfg.focal_gamma)
         self.optimizer = build_optimizer(model, cfg)
         self.schedule = Schedule(self.optimizer, cfg, steps_per_epoch)

@@ -9,14 +9,14 @@ from pathlib import Path
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from polyp.checkpoint import CheckpointError, load_checkpoint
+from polyp.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
 from polyp.data import ImageSet
 from polyp.plots import gradcam_sheet, predict_masks, prediction_sheet
 from search.artifacts import checkpoint_folder
 
 
-def load_trial_model(files: TrialFiles, trial: FrozenTrial, image_size: int) -> nn.Module:
-    """The best-epoch model a trial kept (its `trial-N/checkpoint/` here, else its artifacts).
+def load_trial_model(files: TrialFiles, trial: FrozenTrial, image_size: int) -> tuple[nn.Module, CheckpointInfo]:
+    """The best-epoch model a trial kept (its `trial-N/checkpoint/` here, else its artifacts), and its training.json.
 
     Raises:
         CheckpointError: no checkpoint (pruned and failed trials keep none), or one that does not load or
@@ -29,7 +29,7 @@ def load_trial_model(files: TrialFiles, trial: FrozenTrial, image_size: int) -> 
     if info.image_size != image_size:
         raise CheckpointError(f"trial {trial.number}: trained at {info.image_size} px, the study's images are "
                               f"{image_size} px")
-    return model
+    return model, info
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,12 @@ def prediction_sheets(files: TrialFiles, trials: list[FrozenTrial], sample: Imag
     sheets: dict[int, Path | str] = {}
     for trial in trials:
         try:
-            model = load_trial_model(files, trial, size)
+            model, info = load_trial_model(files, trial, size)
         except CheckpointError as error:
             sheets[trial.number] = str(error)
             continue
         title = f"{files.study_name} trial {trial.number} (val mDice {trial.value:.4f})"
-        sheets[trial.number] = prediction_sheet(sample, predict_masks(model, sample), folder / f"predictions-trial-{trial.number}.png",
+        sheets[trial.number] = prediction_sheet(sample, predict_masks(model, sample, (info.mean, info.std)), folder / f"predictions-trial-{trial.number}.png",
                                                 title)
     return sheets
 
@@ -65,8 +65,9 @@ def prediction_sheets(files: TrialFiles, trials: list[FrozenTrial], sample: Imag
 def gradcam_for(files: TrialFiles, trial: FrozenTrial, sample: ImageSet, folder: Path) -> Path | str:
     """Writes `gradcam-trial-N.png` (image, prediction, Grad-CAM) for one trial; returns it or why not."""
     try:
-        model = load_trial_model(files, trial, sample.images.shape[1])
+        model, info = load_trial_model(files, trial, sample.images.shape[1])
     except CheckpointError as error:
         return str(error)
     return gradcam_sheet(model, sample, folder / f"gradcam-trial-{trial.number}.png",
-                         f"{files.study_name} trial {trial.number}: where the model looks (Grad-CAM of its deepest encoder stage)")
+                         f"{files.study_name} trial {trial.number}: where the model looks (Grad-CAM of its deepest encoder stage)",
+                         (info.mean, info.std))
