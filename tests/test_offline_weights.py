@@ -145,7 +145,8 @@ def _imagenet_study(tmp_path: Path, encoders: list[str]) -> Path:
     return write_study(tmp_path, tables)
 
 
-def test_search_stops_before_any_trial_when_imagenet_weights_cannot_be_had(tmp_path: Path, search_cache,
+@pytest.mark.usefixtures("search_cache")
+def test_search_stops_before_any_trial_when_imagenet_weights_cannot_be_had(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     weights.hub_reachable.cache_clear()
@@ -162,8 +163,8 @@ def test_search_stops_before_any_trial_when_imagenet_weights_cannot_be_had(tmp_p
     assert {t.user_attrs["config"]["encoder_weights"] for t in study_run.trials} == {"none"}
 
 
-def test_search_with_offline_encoders_only_trains_them_pretrained(tmp_path: Path, search_cache,
-                                                                  monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.usefixtures("search_cache")
+def test_search_with_offline_encoders_only_trains_them_pretrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     weights.hub_reachable.cache_clear()
     study = _imagenet_study(tmp_path, ["timm-tf_efficientnet_lite0", "tu-tf_efficientnet_lite0"])
