@@ -24,6 +24,7 @@ from torch import nn
 
 from polyp.config import ConfigError, TrainConfig, parse_config
 from polyp.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from polyp.ensemble import ENSEMBLE_KEY, load_ensemble
 from polyp.errors import PolypError
 from polyp.io import write_json
 from polyp.models import build_model, input_normalization
@@ -83,20 +84,25 @@ def save_checkpoint(model: nn.Module, cfg: TrainConfig, folder: str | Path, extr
         usage = {"deep_supervision": deep_supervision_usage(model)} if hasattr(model, "deep_heads") else {}
         write_json(staging / TRAINING_FILE, {"train_config": cfg.to_dict(), "preprocessing": preprocessing(cfg),
                                               **usage, **(extra or {})})
-        if folder.exists():
-            backup = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, backup)
-            try:
-                os.replace(staging, folder)
-            except BaseException:
-                os.replace(backup, folder)  # the previous checkpoint goes back under its name
-                raise
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(staging, folder)
+        replace_folder(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def replace_folder(staging: Path, folder: Path) -> None:
+    """Puts the complete `staging` folder in place of `folder`; a previous `folder` is removed only afterwards."""
+    if folder.exists():
+        backup = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        os.replace(folder, backup)
+        try:
+            os.replace(staging, folder)
+        except BaseException:
+            os.replace(backup, folder)  # the previous checkpoint goes back under its name
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(staging, folder)
 
 
 def _read_json(path: Path) -> dict:
@@ -125,7 +131,8 @@ def read_info(folder: str | Path) -> CheckpointInfo:
 
 
 def load_checkpoint(folder: str | Path) -> tuple[nn.Module, CheckpointInfo]:
-    """Loads a checkpoint folder into an eval-mode CPU model, reading only JSON and safetensors.
+    """Loads a checkpoint folder into an eval-mode CPU model, reading only JSON and safetensors; an ensemble
+    folder (`polyp.ensemble`) into one model that averages its members' probabilities.
 
     Raises:
         CheckpointError: a file is missing, unreadable, or the weights do not fit the config.
@@ -133,6 +140,9 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, CheckpointInfo]:
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: checkpoint folder does not exist")
+    training = _read_json(folder / TRAINING_FILE)
+    if ENSEMBLE_KEY in training:
+        return load_ensemble(folder, training)  # its members load through this function
     config = _read_json(folder / CONFIG_FILE)
     info = read_info(folder)
     weights = folder / WEIGHTS_FILE

@@ -22,6 +22,8 @@ from optuna.trial import FrozenTrial, TrialState
 from polyp.checkpoint import CheckpointError
 from polyp.io import write_text
 from search.options import USER_ERRORS, add_study_options, fail
+from search.record import refit_settings
+from search.refit_table import refit_csv, refit_rows, refit_table
 from search.report.page import ReportParts, index_html
 from search.report.sheets import TrialFiles, gradcam_for, load_trial_model, prediction_sheets
 from search.report.trials import loss_curves_html, loss_curves_png, write_optuna_plots, write_trials_csv
@@ -65,6 +67,11 @@ def write_report(session: Session, top: int = 3, gradcam: bool = False) -> Repor
     best_number = best[0].number if best else None
     title = f"study {spec.name}"
     parts.files["trials.csv"] = write_trials_csv(trials, folder / "trials.csv")
+    if refit_settings(study) is not None:
+        rows = refit_rows(study)
+        parts.refit = refit_table(rows)
+        write_text(folder / "refit.csv", refit_csv(rows))
+        parts.files["refit.csv"] = folder / "refit.csv"
     parts.files["loss_curves.html"] = loss_curves_html(trials, folder / "loss_curves.html", title, best_number)
     parts.files["loss_curves.png"] = loss_curves_png(trials, folder / "loss_curves.png", title, best_number)
     if not best:
@@ -109,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         skipped["gradcam"] = parts.gradcam
     for name, reason in skipped.items():
         print(f"  skipped {name}: {reason}")
+    if parts.refit:
+        print(parts.refit)
     own = parts.test_own_size
     if own:
         print(f"trial {parts.top[0].number} on the test split at the images' own sizes {describe(own)}")

@@ -29,9 +29,11 @@ from polyp.checkpoint import (
     save_checkpoint,
 )
 from polyp.config import TrainConfig, parse_config
+from polyp.ensemble import MEMBER_PREFIX
 from polyp.models import input_normalization
 from polyp.train import fit
 from search.artifacts import checkpoint_folder
+from search.ensemble_export import best_winner_run, export_ensemble
 from search.forced import forced_settings
 from search.options import USER_ERRORS, CommandLineError, add_study_options, fail
 from search.outputs import trial_dir
@@ -67,6 +69,11 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     raise StudyError(f"study {study.study_name} has no trial {number} (it has {len(trials)} trials, 0..{len(trials) - 1})")
 
 
+def _export_file(path: Path) -> bool:
+    """Whether `path` is one of the files (or ensemble members) an export writes."""
+    return path.name in EXPORT_FILES or (path.is_dir() and path.name.startswith(MEMBER_PREFIX))
+
+
 def check_destination(out: Path, run_dir: Path) -> None:
     """Refuses a destination that is not new, empty, or an earlier export (it would be replaced whole)."""
     if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
@@ -74,7 +81,7 @@ def check_destination(out: Path, run_dir: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise CommandLineError(f"--out {out}: is a file; choose a folder")
-        others = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
+        others = sorted(p.name for p in out.iterdir() if not _export_file(p))
         if others:
             raise CommandLineError(f"--out {out}: exists and holds other files ({', '.join(others[:3])}); "
                              f"exporting replaces the folder whole, so choose a new or empty one")
@@ -152,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="with --retrain: epochs (default: the trial's)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="with --retrain: device (default: the trial's)")
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx, checked with onnxruntime")
+    parser.add_argument("--ensemble", action="store_true", help="a refit study (NAME.refit): export every run of the "
+                        "winning configuration as one model that averages their probabilities")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(args.out)
@@ -159,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         session = open_session(args, create=False)
         check_destination(out, session.run_dir)
-        trial = pick_trial(session.study, args.trial)
+        if args.ensemble:
+            return _ensemble_main(session, out, args.onnx)
+        trial = pick_trial(session.study, args.trial) if args.trial is not None else (
+            best_winner_run(session) or pick_trial(session.study, None))
         model, cfg, facts = export_trial(session, trial, out, args.retrain, overrides)
         load_checkpoint(out)  # what polyp.predict will do: fail here, not there
         difference = write_onnx(model, out, cfg.image_size) if args.onnx else None
@@ -177,6 +189,26 @@ def main(argv: list[str] | None = None) -> int:
     if difference is not None:
         print(f"  onnx check: max |onnxruntime - pytorch| = {difference:.3g} over the logits of a sample input "
               f"(2x3x{cfg.image_size}x{cfg.image_size})")
+        if difference > ONNX_TOLERANCE:
+            return fail(f"{out / ONNX_FILE}: differs from the PyTorch model by {difference:.3g} (> {ONNX_TOLERANCE})", 1)
+    print(f"use it: python -m polyp.predict --model {out} --input IMAGE_OR_FOLDER --out predictions/")
+    return 0
+
+
+def _ensemble_main(session: Session, out: Path, onnx: bool) -> int:
+    """search.export --ensemble: writes and checks the ensemble, prints what it holds."""
+    model, facts, runs = export_ensemble(session, out)
+    loaded, info = load_checkpoint(out)  # what polyp.predict will do: fail here, not there
+    difference = write_onnx(loaded, out, info.image_size) if onnx else None
+    print(f"exported the winning configuration of study {session.spec.name} (search trial {facts['source_trial']}) "
+          f"as an ensemble of {len(runs)} runs (trials {', '.join(str(t.number) for t in runs)}): val mDice "
+          f"{facts['metrics']['val_mdice_mean']:.4f} on average over the runs")
+    own = facts["metrics"].get("test_own_size") or {}
+    if own:
+        print(f"  the ensemble on the test split at the images' own sizes, as polyp.evaluate scores it {describe(own)}")
+    print(f"  {out}/: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    if difference is not None:
+        print(f"  onnx check (one graph, every member): max |onnxruntime - pytorch| = {difference:.3g}")
         if difference > ONNX_TOLERANCE:
             return fail(f"{out / ONNX_FILE}: differs from the PyTorch model by {difference:.3g} (> {ONNX_TOLERANCE})", 1)
     print(f"use it: python -m polyp.predict --model {out} --input IMAGE_OR_FOLDER --out predictions/")

@@ -24,6 +24,7 @@ from search.record import (
     record_overhead,
     record_result,
     record_start,
+    refit_values,
 )
 from search.space import suggest
 from search.storage import retried_trial_number
@@ -63,6 +64,7 @@ class Objective:
         after_trial: hooks called with (trial, facts) once a trial's outputs exist (e.g. dashboard notes).
         verbose: print a line per epoch.
         artifacts: the artifact store of the trials' files (search.artifacts); None: `<run_dir>/artifacts`.
+        data_for: the data a trial trains on, when it is not `data` (a refit run's cross-validation fold).
     """
 
     spec: StudySpec
@@ -72,11 +74,13 @@ class Objective:
     after_trial: list[Callable[[optuna.trial.Trial, dict], None]] = field(default_factory=list)
     artifacts: object = None  # the artifact store (search.artifacts); None: the run folder's
     verbose: bool = True
+    data_for: Callable[[optuna.trial.Trial], PolypData] | None = None
 
     def config_for(self, trial: optuna.trial.Trial) -> TrainConfig:
-        """The trial's config: sampled, then a replayed CSV row's values, then the command line's forced settings."""
+        """The trial's config: sampled, then a replayed CSV row's (or a refit run's) values, then the command
+        line's forced settings."""
         cfg = suggest(trial, self.spec)
-        row = csv_values(trial)
+        row = csv_values(trial) or refit_values(trial)
         if row:
             cfg = parse_config(row, base=cfg)
         return apply_forced(cfg, self.spec)
@@ -101,7 +105,8 @@ class Objective:
         record_config(trial, cfg)
         reporter = OptunaReporter(trial, cfg.epochs)
         printer = PrintReporter(f"  trial {trial.number} ", cfg.epochs) if self.verbose else None
-        result = self.trainer(cfg, self.data, Reporters([printer, reporter]))
+        data = self.data_for(trial) if self.data_for is not None else self.data
+        result = self.trainer(cfg, data, Reporters([printer, reporter]))
         trained = time.perf_counter()
         facts = record_result(trial, result)
         folder = trial_dir(self.run_dir, self.spec.name, trial.number)

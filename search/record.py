@@ -25,6 +25,9 @@ Keys (user attribute: what it holds):
     fail_reason: why the trial failed.
     csv_row, csv_values, csv_notes, csv_file: the spreadsheet row a replayed trial runs (its number, its
         TrainConfig values, its notes cell, the file's name).
+    refit_source, refit_source_value, refit_seed, refit_fold, refit_values: a refit run (search.refit): the
+        search trial whose configuration it trains again, that trial's value, its seed and fold (-1: the study's
+        own validation split), and the TrainConfig values it trains.
 
 Example:
     >>> import optuna
@@ -84,6 +87,11 @@ class TrialRecord:
     csv_values: dict[str, Any] | None = None
     csv_notes: str = ""
     csv_file: str = ""
+    refit_source: int | None = None
+    refit_source_value: float | None = None
+    refit_seed: int | None = None
+    refit_fold: int | None = None
+    refit_values: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialRecord:
@@ -175,6 +183,37 @@ def record_failure(trial: optuna.trial.Trial, reason: str) -> None:
 def csv_row_attributes(number: int, values: dict[str, Any], notes: str, file_name: str) -> dict[str, Any]:
     """The user attributes a replayed spreadsheet row is enqueued with."""
     return {"csv_row": number, "csv_values": values, "csv_notes": notes, "csv_file": file_name}
+
+
+def refit_attributes(source: FrozenTrial, seed: int, fold: int, values: dict[str, Any]) -> dict[str, Any]:
+    """The user attributes a refit run is enqueued with (search.refit)."""
+    return {"refit_source": source.number, "refit_source_value": source.value, "refit_seed": seed,
+            "refit_fold": fold, "refit_values": values}
+
+
+REFIT_SETTINGS = "refit_settings"  # the study attribute of a refit study: its RefitSettings and source study
+
+
+def record_refit_settings(study: optuna.Study, settings: dict[str, Any]) -> None:
+    """What a refit study trains (search.refit), kept on the study so every later command reads it."""
+    study.set_user_attr(REFIT_SETTINGS, settings)
+
+
+def refit_settings(study: optuna.Study) -> dict[str, Any] | None:
+    """The settings `record_refit_settings` kept on a refit study (None for any other study)."""
+    stored = study.user_attrs.get(REFIT_SETTINGS)
+    return stored if isinstance(stored, dict) else None
+
+
+def refit_values(trial: AnyTrial) -> dict[str, Any] | None:
+    """The config values a (running) refit trial must train, if it is one."""
+    return trial.user_attrs.get("refit_values")
+
+
+def refit_fold(trial: AnyTrial) -> int:
+    """The cross-validation fold a (running) refit trial validates on; -1: the study's validation split."""
+    fold = trial.user_attrs.get("refit_fold")
+    return -1 if fold is None else int(fold)
 
 
 def trained_config(trial: AnyTrial) -> dict[str, Any]:

@@ -16,9 +16,10 @@ from search.forced import with_command_line
 from search.imagenet import check_imagenet_available
 from search.options import CommandLineError
 from search.outputs import study_dir
+from search.record import refit_settings
 from search.samplers import build_pruner, seeded_sampler
 from search.storage import default_storage_url, open_storage, safe_url
-from search.studies import StudyError, StudySpec, load_study
+from search.studies import REFIT_SUFFIX, RefitSettings, StudyError, StudySpec, load_study, refit_study
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, TPE group: stable in use
 
@@ -75,7 +76,19 @@ def open_session(args: argparse.Namespace, create: bool = True) -> Session:
         if spec.name not in names:
             raise StudyError(f"no study {spec.name!r} in {safe_url(url)}; studies there: {', '.join(names) or 'none'}")
         study = optuna.load_study(study_name=spec.name, storage=storage)
+        spec = with_stored_refit(spec, study, args)
     return Session(spec, run_dir, url, storage, study, artifacts)
+
+
+def with_stored_refit(spec: StudySpec, study: optuna.Study, args: argparse.Namespace) -> StudySpec:
+    """A refit study as `search.refit` made it (its image size, epochs, seeds and folds, kept on the study),
+    whatever the source study's `[refit]` table says now; any other study unchanged."""
+    stored = refit_settings(study)
+    if stored is None or not spec.name.endswith(REFIT_SUFFIX):
+        return spec
+    settings = RefitSettings(**{key: stored[key] for key in RefitSettings.__dataclass_fields__ if key in stored})
+    source = load_study(args.study[: -len(REFIT_SUFFIX)])
+    return with_command_line(refit_study(source, settings), args)
 
 
 def load_data(session: Session) -> PolypData:

@@ -60,6 +60,25 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class RefitSettings:
+    """How `search.refit` trains a study's best configurations again (the `[refit]` table)."""
+
+    top: int = 3  # best complete trials whose configurations are trained again
+    seeds: int = 2  # runs per configuration, seeds 0..seeds-1
+    folds: int = 0  # cross-validation folds of the non-test images; 0 = the study's validation split
+    image_size: int = 0  # pixels; 0 = twice the study's, at most 352
+    epochs: int = 0  # 0 = three times the study's
+
+    def resolved(self, base: TrainConfig) -> RefitSettings:
+        """These settings with the image size and epochs derived from the study's where they are 0."""
+        size = self.image_size or min(352, base.image_size * 2)
+        return dataclasses.replace(self, image_size=size - size % 32 or 32, epochs=self.epochs or 3 * base.epochs)
+
+
+REFIT_SUFFIX = ".refit"  # the companion study of NAME, in the same storage, is NAME.refit
+
+
+@dataclass(frozen=True)
 class Range:
     """A numeric search range."""
 
@@ -80,6 +99,7 @@ class StudySpec:
     space: dict[str, list[Any] | Range] = field(default_factory=dict)
     source: str = ""
     forced: dict[str, Any] = field(default_factory=dict)  # training settings a command line forces on every trial
+    refit: RefitSettings = field(default_factory=RefitSettings)  # search.refit's defaults
 
 
 def validate_study_name(name: str) -> str:
@@ -118,16 +138,37 @@ def sampler_pruner_problem(sampler: str, pruner: str) -> str | None:
     return None
 
 
-def _run_settings(table: dict, where: str) -> RunSettings:
-    known = {f.name: f for f in dataclasses.fields(RunSettings)}
+def _check_table(table: dict, settings_class: type, name: str, where: str) -> None:
+    """Refuses unknown keys and values of the wrong type in the `[name]` table of `settings_class`."""
+    known = {f.name: f for f in dataclasses.fields(settings_class)}
     for key, value in table.items():
         if key not in known:
-            raise StudyError(f"{where}[run].{key}: unknown key; valid keys: {', '.join(known)}")
+            raise StudyError(f"{where}[{name}].{key}: unknown key; valid keys: {', '.join(known)}")
         expected = type(known[key].default)
         if expected is float and isinstance(value, int):
             continue
         if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-            raise StudyError(f"{where}[run].{key}: expected {expected.__name__}, got {value!r}")
+            raise StudyError(f"{where}[{name}].{key}: expected {expected.__name__}, got {value!r}")
+
+
+def _refit_settings(table: dict, where: str) -> RefitSettings:
+    _check_table(table, RefitSettings, "refit", where)
+    settings = RefitSettings(**table)
+    for key in ("top", "seeds"):
+        if getattr(settings, key) < 1:
+            raise StudyError(f"{where}[refit].{key}: {getattr(settings, key)} must be at least 1")
+    for key in ("folds", "image_size", "epochs"):
+        if getattr(settings, key) < 0:
+            raise StudyError(f"{where}[refit].{key}: {getattr(settings, key)} is negative")
+    if settings.folds == 1:
+        raise StudyError(f"{where}[refit].folds: 1 fold leaves nothing to validate on; use 0 (the study's split) or 2+")
+    if settings.image_size and (problem := check_image_size(settings.image_size, 5)):
+        raise StudyError(f"{where}[refit].image_size: {problem}")
+    return settings
+
+
+def _run_settings(table: dict, where: str) -> RunSettings:
+    _check_table(table, RunSettings, "run", where)
     settings = RunSettings(**table)
     for key in ("startup_trials", "pruner_startup_trials", "warmup_epochs", "sample_images"):
         if getattr(settings, key) < 0:
@@ -197,9 +238,9 @@ def _check_combinations(spec: StudySpec, where: str) -> None:
 
 def parse_study(data: dict, name: str, where: str = "") -> StudySpec:
     """Builds a StudySpec from a parsed TOML document, naming the key of every problem."""
-    unknown = set(data) - {"study", "run", "train", "space"}
+    unknown = set(data) - {"study", "run", "train", "space", "refit"}
     if unknown:
-        raise StudyError(f"{where}{sorted(unknown)[0]}: unknown table; valid tables: study, run, train, space")
+        raise StudyError(f"{where}{sorted(unknown)[0]}: unknown table; valid tables: study, run, train, space, refit")
     meta = data.get("study", {})
     for key in meta:
         if key not in ("name", "description"):
@@ -215,17 +256,34 @@ def parse_study(data: dict, name: str, where: str = "") -> StudySpec:
     except ConfigError as error:
         raise StudyError(f"{where}[train].{error}") from None
     space = {key: _space_entry(key, value, base, where) for key, value in data.get("space", {}).items()}
-    spec = StudySpec(name, str(meta.get("description", "")), run, base, space, source=where.rstrip(": "))
+    spec = StudySpec(name, str(meta.get("description", "")), run, base, space, source=where.rstrip(": "),
+                     refit=_refit_settings(data.get("refit", {}), where))
     _check_combinations(spec, where)
     return spec
 
 
+def refit_study(source: StudySpec, settings: RefitSettings) -> StudySpec:
+    """The companion study `search.refit` trains `source`'s best configurations in: its name + ".refit", no
+    pruner (every run trains to the end), the refit's image size and epochs."""
+    settings = settings.resolved(source.base)
+    folds = f", {settings.folds}-fold cross-validation" if settings.folds else ""
+    return dataclasses.replace(
+        source, name=f"{source.name}{REFIT_SUFFIX}", run=dataclasses.replace(source.run, pruner="none"),
+        base=dataclasses.replace(source.base, image_size=settings.image_size, epochs=settings.epochs),
+        description=f"refit of {source.name}: its {settings.top} best configurations at {settings.image_size} px, "
+                    f"{settings.epochs} epochs, {settings.seeds} seeds{folds}", refit=settings)
+
+
 def load_study(name_or_path: str) -> StudySpec:
-    """Loads studies/NAME.toml (or a TOML path) into a validated StudySpec.
+    """Loads studies/NAME.toml (or a TOML path) into a validated StudySpec; NAME.refit is the companion
+    study of NAME that `search.refit` writes (`refit_study`, with NAME's `[refit]` settings).
 
     Raises:
         StudyError: an unknown study, unreadable TOML, or a bad key (the message names it).
     """
+    if name_or_path.endswith(REFIT_SUFFIX) and not Path(name_or_path).is_file():
+        source = load_study(name_or_path[: -len(REFIT_SUFFIX)])
+        return refit_study(source, source.refit)
     path = study_path(name_or_path)
     try:
         data = tomllib.loads(path.read_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from polyp.data.folder import DataError
@@ -20,6 +20,23 @@ class Split:
     test: list[str]
     seed: int
     method: str  # "fractions" or "test-list:<file>"
+    folds: list[list[str]] = field(default_factory=list)  # cross-validation folds of train + val (empty: none)
+
+    def with_folds(self, count: int, seed: int = 0) -> Split:
+        """This split with its train and validation images dealt, shuffled by `seed`, into `count` folds
+        (the test images stay out of every fold)."""
+        pool = sorted(self.train + self.val)
+        if not 2 <= count <= len(pool):
+            raise DataError(f"folds: {count} folds need 2..{len(pool)} (the {len(pool)} non-test images)")
+        random.Random(seed).shuffle(pool)
+        return replace(self, folds=[sorted(pool[index::count]) for index in range(count)])
+
+    def fold(self, index: int) -> Split:
+        """The split that validates on fold `index` and trains on the other folds (the same test images)."""
+        if not 0 <= index < len(self.folds):
+            raise DataError(f"fold {index}: the split has {len(self.folds)} folds")
+        train = sorted(stem for number, fold in enumerate(self.folds) if number != index for stem in fold)
+        return replace(self, train=train, val=list(self.folds[index]), method=f"{self.method}, fold {index}")
 
     def save(self, path: str | Path) -> None:
         """Writes the split as a JSON manifest (atomically)."""

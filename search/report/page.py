@@ -34,6 +34,7 @@ class ReportParts:
     sheets: dict[int, Path | str] = field(default_factory=dict)
     gradcam: Path | str | None = None
     test_own_size: dict = field(default_factory=dict)  # the best trial on the test split, as polyp.evaluate scores it
+    refit: str = ""  # a refit study's table per configuration (search.refit_table), as printed
 
 
 def _link(path: Path, text: str) -> str:
@@ -76,13 +77,17 @@ def index_html(parts: ReportParts) -> str:
             f"<p>Trials: {html.escape(counts or 'none')}. Storage: <code>{html.escape(parts.storage)}</code>.</p>"]
     if parts.message:
         body.append(f'<p class="warning">{html.escape(parts.message)}</p>')
+    if parts.refit:
+        body += ["<h2>Refit: each configuration over its seeds and folds (mean ± standard deviation)</h2>",
+                 f"<pre>{html.escape(parts.refit)}</pre>"]
     if parts.top:
         body += [f"<h2>Top {len(parts.top)} trials (by validation mDice)</h2>", top_table(parts.top)]
     if parts.test_own_size:
         body += [f"<h2>Trial {parts.top[0].number} on the test split, as polyp.evaluate scores it</h2>",
                  own_size_table(parts.test_own_size)]
     body.append("<h2>Files</h2><ul>")
-    labels = {"trials.csv": "trials.csv: one row per trial", "loss_curves.html": "loss curves of all trials (interactive)",
+    labels = {"trials.csv": "trials.csv: one row per trial", "refit.csv": "refit.csv: one row per refit configuration",
+              "loss_curves.html": "loss curves of all trials (interactive)",
               "loss_curves.png": "loss curves of all trials (PNG)"}
     body += [f"<li>{_link(path, labels.get(name, name))}</li>" for name, path in parts.files.items()]
     for name, (title, _) in OPTUNA_PLOTS.items():

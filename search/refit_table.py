@@ -1,0 +1,114 @@
+"""A refit study's results per configuration: mean ± standard deviation over its seeds and folds, and how the
+search's ranking compares with the refit's (Spearman's rho). `search.refit` prints it, `search.analyze` reports
+it, `search.export` picks the winner from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from scipy.stats import spearmanr
+
+from search.record import TrialRecord, format_number
+
+
+@dataclass(frozen=True)
+class RefitRow:
+    """One configuration of the search, trained again."""
+
+    source: int  # the search trial whose configuration it is
+    search_value: float | None  # that trial's validation mDice in the search
+    settings: str  # its key settings in one line
+    runs: int  # complete refit runs
+    val: list[float]  # each complete run's best validation mDice
+    test: list[float]  # each complete run's test mDice (at the training size, the trainer's measure)
+    trials: list[int]  # the refit study's trial numbers of the complete runs, in the same order
+
+    @property
+    def val_mean(self) -> float | None:
+        return statistics.mean(self.val) if self.val else None
+
+    @property
+    def val_std(self) -> float | None:
+        return statistics.stdev(self.val) if len(self.val) > 1 else (0.0 if self.val else None)
+
+    @property
+    def test_mean(self) -> float | None:
+        return statistics.mean(self.test) if self.test else None
+
+    @property
+    def test_std(self) -> float | None:
+        return statistics.stdev(self.test) if len(self.test) > 1 else (0.0 if self.test else None)
+
+
+def refit_rows(refit: optuna.Study) -> list[RefitRow]:
+    """A row per source configuration of the refit study, in the order of the search's value (best first)."""
+    groups: dict[int, list[FrozenTrial]] = {}
+    for trial in refit.get_trials(deepcopy=False):
+        source = TrialRecord.of(trial).refit_source
+        if source is not None:
+            groups.setdefault(source, []).append(trial)
+    rows = []
+    for source, trials in groups.items():
+        records = [TrialRecord.of(t) for t in trials]
+        complete = [r for r in records if r.state == TrialState.COMPLETE]
+        settings = TrialRecord.of(trials[0]).refit_values or {}
+        described = TrialRecord(0, TrialState.COMPLETE, None, {}, None, {}, config=settings).describe()
+        rows.append(RefitRow(source, records[0].refit_source_value, described, len(complete),
+                             [r.value for r in complete],
+                             [r.test["mdice"] for r in complete if "mdice" in r.test],
+                             [r.number for r in complete]))
+    return sorted(rows, key=lambda row: -(row.search_value or 0.0))
+
+
+def rank_correlation(rows: list[RefitRow]) -> float | None:
+    """Spearman's rho between the configurations' search values and their mean refit validation mDice."""
+    pairs = [(row.search_value, row.val_mean) for row in rows if row.search_value is not None and row.val_mean is not None]
+    if len(pairs) < 2:
+        return None
+    rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
+    return None if rho != rho else float(rho)  # NaN when one side is constant
+
+
+def winner(rows: list[RefitRow]) -> RefitRow | None:
+    """The configuration with the best mean validation mDice (never chosen by test)."""
+    scored = [row for row in rows if row.val_mean is not None]
+    return max(scored, key=lambda row: row.val_mean) if scored else None
+
+
+def _mean_std(mean: float | None, std: float | None) -> str:
+    return "" if mean is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def refit_table(rows: list[RefitRow]) -> str:
+    """The printed table: source trial, search value, runs, refit val and test mDice (mean ± std), settings;
+    then Spearman's rho between the two rankings and the winner."""
+    best = winner(rows)
+    lines = [f"{'trial':>5}  {'search val':>10}  {'runs':>4}  {'refit val mDice':>17}  {'refit test mDice':>17}  settings"]
+    for row in rows:
+        mark = " <- winner" if row is best else ""
+        lines.append(f"{row.source:>5}  {format_number(row.search_value):>10}  {row.runs:>4}  "
+                     f"{_mean_std(row.val_mean, row.val_std):>17}  {_mean_std(row.test_mean, row.test_std):>17}  "
+                     f"{row.settings}{mark}")
+    rho = rank_correlation(rows)
+    lines.append(f"Spearman's rho between the search's ranking and the refit's (mean validation mDice): "
+                 f"{'n/a (fewer than 2 configurations with complete runs)' if rho is None else f'{rho:.2f}'}")
+    return "\n".join(lines)
+
+
+def refit_csv(rows: list[RefitRow]) -> str:
+    """The table as CSV (one row per configuration)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["source_trial", "search_val_mdice", "runs", "refit_val_mdice_mean", "refit_val_mdice_std",
+                     "refit_test_mdice_mean", "refit_test_mdice_std", "refit_trials", "settings"])
+    for row in rows:
+        writer.writerow([row.source, format_number(row.search_value), row.runs, format_number(row.val_mean),
+                         format_number(row.val_std), format_number(row.test_mean), format_number(row.test_std),
+                         " ".join(map(str, row.trials)), row.settings])
+    return buffer.getvalue()
