@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
+import warnings
 from dataclasses import dataclass
 
 import optuna
@@ -71,7 +72,9 @@ def rank_correlation(rows: list[RefitRow]) -> float | None:
     pairs = [(row.search_value, row.val_mean) for row in rows if row.search_value is not None and row.val_mean is not None]
     if len(pairs) < 2:
         return None
-    rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant side: rho is undefined (NaN), said below
+        rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
     return None if rho != rho else float(rho)  # NaN when one side is constant
 
 

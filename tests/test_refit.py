@@ -1,0 +1,194 @@
+"""`python -m search.refit`: the best configurations trained again (seeds, folds) in the companion study
+NAME.refit, its table and rank correlation, resume, workers, the report, and the winner's export (one run or
+the ensemble of its runs)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+from search_fixtures import TINY_STUDY, search_cache, worker_env, write_study  # noqa: F401
+
+from polyp.checkpoint import load_checkpoint
+from polyp.data import Split
+from polyp.ensemble import Ensemble
+from polyp.predict import Predictor
+from search.analyze import main as analyze_main
+from search.export import main as export_main
+from search.record import TrialRecord
+from search.refit import main as refit_main
+from search.refit_table import RefitRow, rank_correlation, winner
+from search.run import main as run_main
+from search.storage import default_storage_url
+
+FAKE = ["--trainer", "search.testing:fake_fit", "--data", "synthetic", "--quiet"]
+
+pytestmark = pytest.mark.usefixtures("search_cache")
+
+
+@pytest.fixture
+def searched(tmp_path: Path) -> tuple[Path, Path]:
+    """(study file, run folder) of a finished tiny search: 5 trials with scripted values, one per lr."""
+    tables = copy.deepcopy(TINY_STUDY)
+    tables["run"]["synthetic_count"] = 16
+    tables["space"]["lr"] = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+    tables["run"]["sampler"] = "grid"
+    tables["run"]["pruner"] = "none"
+    study = write_study(tmp_path, tables)
+    out = tmp_path / "runs"
+    assert run_main(["--study", str(study), "--out", str(out), "--n-trials", "5", *FAKE]) == 0
+    return study, out
+
+
+def _refit(study: Path, out: Path, *extra: str) -> list[str]:
+    return ["--study", str(study), "--out", str(out), "--image-size", "64", "--epochs", "2", *FAKE, *extra]
+
+
+def _studies(out: Path) -> tuple[optuna.Study, optuna.Study]:
+    storage = default_storage_url(out)
+    return (optuna.load_study(study_name="tiny", storage=storage),
+            optuna.load_study(study_name="tiny.refit", storage=storage))
+
+
+def test_refit_trains_the_top_configurations_with_each_seed(searched, capsys):
+    study, out = searched
+    assert refit_main(_refit(study, out, "--top", "2", "--seeds", "3")) == 0
+    printed = capsys.readouterr().out
+    source, refit = _studies(out)
+    best = sorted((t for t in source.trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)[:2]
+    records = [TrialRecord.of(t) for t in refit.trials]
+    assert len(records) == 6 and all(r.state == TrialState.COMPLETE for r in records)
+    assert {(r.refit_source, r.refit_seed, r.refit_fold) for r in records} == {
+        (t.number, seed, -1) for t in best for seed in range(3)}
+    for record in records:
+        config = record.config
+        assert (config["image_size"], config["epochs"], config["seed"]) == (64, 2, record.refit_seed)
+        assert config["lr"] == next(t for t in best if t.number == record.refit_source).params["lr"]
+    for trial in best:
+        assert re.search(rf"^\s+{trial.number}\s+{trial.value:.4f}\s+3\s+\d\.\d{{4}} ± \d\.\d{{4}}", printed, re.M)
+    assert "Spearman's rho between the search's ranking and the refit's" in printed
+    assert f"winner (best mean validation mDice, 3 runs): trial {best[0].number}'s configuration" in printed
+    assert refit.user_attrs  # the refit settings live on the study, for analyze and export
+    assert (out / "tiny.refit" / "split.json").read_text() == (out / "tiny" / "split.json").read_text()
+
+
+def test_refit_resumes_and_extends_without_training_a_run_twice(searched, capsys):
+    study, out = searched
+    assert refit_main(_refit(study, out, "--top", "2", "--seeds", "1")) == 0
+    assert refit_main(_refit(study, out, "--top", "2", "--seeds", "1")) == 0
+    assert "2 runs (0 enqueued now)" in capsys.readouterr().out
+    assert len(_studies(out)[1].trials) == 2
+    assert refit_main(_refit(study, out, "--top", "3", "--seeds", "2")) == 0
+    refit = _studies(out)[1]
+    assert len(refit.trials) == 6 and len({TrialRecord.of(t).refit_source for t in refit.trials}) == 3
+
+
+def test_refit_with_other_size_on_the_same_storage_is_refused(searched, capsys):
+    study, out = searched
+    assert refit_main(_refit(study, out, "--top", "1", "--seeds", "1")) == 0
+    argv = _refit(study, out, "--top", "1", "--seeds", "1")
+    argv[argv.index("--image-size") + 1] = "96"
+    assert refit_main(argv) == 2
+    assert "already holds refit runs at 64 px" in capsys.readouterr().err
+
+
+def test_refit_of_a_study_without_complete_trials_says_so(tmp_path: Path, capsys):
+    study = write_study(tmp_path, copy.deepcopy(TINY_STUDY))
+    out = tmp_path / "runs"
+    out.mkdir()
+    optuna.create_study(study_name="tiny", storage=default_storage_url(out))
+    assert refit_main(_refit(study, out)) == 2
+    assert "has no complete trial to refit" in capsys.readouterr().err
+
+
+def test_folds_partition_the_non_test_images_and_each_run_validates_on_its_fold(searched):
+    study, out = searched
+    assert refit_main(_refit(study, out, "--top", "1", "--seeds", "1", "--folds", "3")) == 0
+    source_split = Split.load(out / "tiny" / "split.json")
+    split = Split.load(out / "tiny.refit" / "split.json")
+    assert split.test == source_split.test and len(split.folds) == 3
+    assert sorted(s for fold in split.folds for s in fold) == sorted(source_split.train + source_split.val)
+    assert not set(split.folds[0]) & set(split.folds[1])
+    fold = split.fold(1)
+    assert fold.val == split.folds[1] and not set(fold.train) & set(fold.val) and not set(fold.train) & set(split.test)
+    refit = _studies(out)[1]
+    assert sorted(TrialRecord.of(t).refit_fold for t in refit.trials) == [0, 1, 2]
+    assert all(t.state == TrialState.COMPLETE for t in refit.trials)
+
+
+def test_winner_is_chosen_by_validation_never_by_test():
+    by_val = RefitRow(1, 0.70, "a", 2, [0.80, 0.82], [0.70, 0.71], [0, 1])
+    by_test = RefitRow(2, 0.72, "b", 2, [0.78, 0.79], [0.90, 0.91], [2, 3])
+    assert winner([by_test, by_val]) is by_val
+    assert rank_correlation([by_val, by_test]) == pytest.approx(-1.0)
+    flat = RefitRow(3, 0.60, "c", 2, [0.70, 0.70], [0.6, 0.6], [4, 5])
+    assert rank_correlation([by_val, by_test, flat]) == pytest.approx(0.5)
+
+
+def test_analyze_reports_the_refit_study_per_configuration(searched, capsys):
+    study, out = searched
+    assert refit_main(_refit(study, out, "--top", "2", "--seeds", "2")) == 0
+    assert analyze_main(["--study", f"{study}.refit", "--run-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Spearman's rho" in printed
+    csv = (out / "tiny.refit" / "report" / "refit.csv").read_text().splitlines()
+    assert csv[0].startswith("source_trial,search_val_mdice,runs,refit_val_mdice_mean") and len(csv) == 3
+    assert "Refit: each configuration" in (out / "tiny.refit" / "report" / "index.html").read_text()
+
+
+def test_export_of_a_refit_study_gives_the_winner_and_its_ensemble(searched, tmp_path: Path, capsys):
+    study, out = searched
+    assert refit_main(_refit(study, out, "--top", "2", "--seeds", "2")) == 0
+    refit = _studies(out)[1]
+    printed = capsys.readouterr().out
+    winning_source = int(re.search(r"winner .*: trial (\d+)'s configuration", printed).group(1))
+    runs = [t for t in refit.trials if TrialRecord.of(t).refit_source == winning_source]
+    assert export_main(["--study", f"{study}.refit", "--run-dir", str(out), "--out", str(tmp_path / "one")]) == 0
+    exported = json.loads((tmp_path / "one" / "training.json").read_text())
+    assert exported["trial"] == max(runs, key=lambda t: t.value).number
+
+    assert export_main(["--study", f"{study}.refit", "--run-dir", str(out), "--out", str(tmp_path / "ensemble"),
+                        "--ensemble", "--onnx"]) == 0
+    training = json.loads((tmp_path / "ensemble" / "training.json").read_text())
+    assert sorted(m["trial"] for m in training["ensemble"]["members"]) == sorted(t.number for t in runs)
+    assert {m["seed"] for m in training["ensemble"]["members"]} == {0, 1}
+    assert training["metrics"]["test_own_size"]["images"] > 0
+    model, info = load_checkpoint(tmp_path / "ensemble")
+    assert isinstance(model, Ensemble) and len(model.members) == 2 and info.image_size == 64
+    images = [np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)]
+    members = [Predictor(member, 64, info.mean, info.std, precision="fp32").probabilities(images)[0]
+               for member in model.members]
+    together = Predictor(model, 64, info.mean, info.std, precision="fp32").probabilities(images)[0]
+    assert np.allclose(together, np.mean(members, axis=0), atol=1e-5)
+    assert (tmp_path / "ensemble" / "model.onnx").is_file()
+
+
+def test_ensemble_needs_a_refit_study(searched, tmp_path: Path, capsys):
+    study, out = searched
+    assert export_main(["--study", str(study), "--run-dir", str(out), "--out", str(tmp_path / "e"), "--ensemble"]) == 2
+    assert "is not a refit study" in capsys.readouterr().err
+
+
+def test_two_workers_share_the_refit_runs(searched, monkeypatch, capsys):
+    study, out = searched
+    monkeypatch.setenv("PYTHONPATH", worker_env()["PYTHONPATH"])
+    assert refit_main(_refit(study, out, "--top", "2", "--seeds", "2", "--workers", "2")) == 0
+    refit = _studies(out)[1]
+    assert len(refit.trials) == 4 and all(t.state == TrialState.COMPLETE for t in refit.trials)
+    assert len({TrialRecord.of(t).worker for t in refit.trials}) == 2
+    assert "Spearman's rho" in capsys.readouterr().out
+
+
+def test_ensemble_module_averages_probabilities():
+    members = [torch.nn.Conv2d(3, 1, 1), torch.nn.Conv2d(3, 1, 1)]
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = (torch.sigmoid(members[0](x)) + torch.sigmoid(members[1](x))) / 2
+        assert torch.allclose(torch.sigmoid(Ensemble(members)(x)), expected, atol=1e-5)
