@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from polyp.data import read_image
+from polyp.ensemble import Ensemble
 from polyp.images import write_image
 
 
@@ -30,6 +31,8 @@ def gradcam(model: nn.Module, x: torch.Tensor) -> np.ndarray:
         model: a segmentation model returning logits (N,1,H,W).
         x: normalised input (N,3,H,W).
     """
+    if isinstance(model, Ensemble):  # each member's map, averaged: where the members look together
+        return np.mean([gradcam(member, x) for member in model.members], axis=0)
     store: dict[str, torch.Tensor] = {}
 
     def hook(_module, _inputs, output):

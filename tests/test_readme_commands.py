@@ -109,7 +109,7 @@ def test_readme_lists_the_commands_this_test_runs():
     texts = "\n".join(c.text for c in commands)
     for expected in ("make demo", "polyp.data.synthetic", "polyp.train", "polyp.predict", "search.run",
                      "polyp.serve", "curl", "search.analyze", "search.export", "search.dashboard", "search.replay",
-                     "polyp.bench", "from_pretrained"):
+                     "polyp.bench", "from_pretrained", "search.refit"):
         assert expected in texts
     assert not any("kvasir" in c.text or "db-host" in c.text for c in commands)
 

@@ -17,8 +17,9 @@ from optuna.trial import TrialState
 from search_fixtures import TINY_STUDY, search_cache, worker_env, write_study  # noqa: F401
 
 from polyp.checkpoint import load_checkpoint
-from polyp.data import Split
+from polyp.data import Split, resolve_data_dir
 from polyp.ensemble import Ensemble
+from polyp.evaluate.__main__ import main as evaluate_main
 from polyp.predict import Predictor
 from search.analyze import main as analyze_main
 from search.export import main as export_main
@@ -168,6 +169,10 @@ def test_export_of_a_refit_study_gives_the_winner_and_its_ensemble(searched, tmp
     together = Predictor(model, 64, info.mean, info.std, precision="fp32").probabilities(images)[0]
     assert np.allclose(together, np.mean(members, axis=0), atol=1e-5)
     assert (tmp_path / "ensemble" / "model.onnx").is_file()
+    data = resolve_data_dir("synthetic", 16, 64)
+    assert evaluate_main(["--model", str(tmp_path / "ensemble"), "--data", f"synthetic={data}",
+                          "--out", str(tmp_path / "evaluation")]) == 0
+    assert "synthetic" in (tmp_path / "evaluation" / "summary.csv").read_text()
 
 
 def test_ensemble_needs_a_refit_study(searched, tmp_path: Path, capsys):
