@@ -24,11 +24,11 @@ from torch import nn
 
 from polyp.config import ConfigError, TrainConfig, parse_config
 from polyp.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from polyp.ensemble import ENSEMBLE_KEY, load_ensemble
 from polyp.errors import PolypError
 from polyp.io import write_json
 from polyp.models import build_model, input_normalization
 from polyp.models.attention_unet import AttentionUNet
+from polyp.models.ensemble import ENSEMBLE_KEY, MEMBER_PREFIX, Ensemble
 
 CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE = "config.json", "model.safetensors", "training.json"
 TRAINING_ONLY = ("deep_heads.",)  # weights that serve training only (deep supervision's extra heads): not saved
@@ -132,7 +132,7 @@ def read_info(folder: str | Path) -> CheckpointInfo:
 
 def load_checkpoint(folder: str | Path) -> tuple[nn.Module, CheckpointInfo]:
     """Loads a checkpoint folder into an eval-mode CPU model, reading only JSON and safetensors; an ensemble
-    folder (`polyp.ensemble`) into one model that averages its members' probabilities.
+    folder (`save_ensemble`) into one `polyp.models.ensemble.Ensemble` that averages its members' probabilities.
 
     Raises:
         CheckpointError: a file is missing, unreadable, or the weights do not fit the config.
@@ -176,6 +176,73 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, CheckpointInfo]:
     return model.eval(), info
 
 
+def save_ensemble(members: list[str | Path], folder: str | Path, member_facts: list[dict] | None = None,
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Copies checkpoint folders into one ensemble folder, atomically (a temporary folder renamed at the end).
+
+    The folder holds one checkpoint folder per member (`member-0/`, `member-1/`, ...: each loadable alone) and
+    a `training.json` with the first member's `train_config` and `preprocessing` and, under `ensemble`, the
+    members (their folders and `member_facts`). Every member must expect the same input (size, mean, std).
+
+    Args:
+        members: checkpoint folders (each one polyp.checkpoint.load_checkpoint loads).
+        folder: the ensemble folder; an existing one is replaced only once the new one is complete.
+        member_facts: per member, facts listed beside it in training.json (metrics, trial, seed, ...).
+        extra: more facts for the ensemble's training.json (its own metrics, study, ...).
+
+    Raises:
+        CheckpointError: fewer than 2 members, a member that does not load, or members that expect
+            different input (image size, mean, std).
+    """
+    if len(members) < 2:
+        raise CheckpointError(f"an ensemble needs at least 2 members, got {len(members)}")
+    infos = [read_info(member) for member in members]
+    inputs = {(info.image_size, tuple(info.mean), tuple(info.std)) for info in infos}
+    if len(inputs) > 1:
+        raise CheckpointError(f"ensemble members expect different input (image size, mean, std): {sorted(inputs)}")
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        listed = []
+        for index, (member, facts) in enumerate(zip(members, member_facts or [{}] * len(members), strict=True)):
+            shutil.copytree(member, staging / f"{MEMBER_PREFIX}{index}")
+            listed.append({"folder": f"{MEMBER_PREFIX}{index}", **facts})
+        first = infos[0]
+        write_json(staging / TRAINING_FILE, {
+            "train_config": first.config.to_dict(),
+            "preprocessing": {"image_size": first.image_size, "mean": list(first.mean), "std": list(first.std),
+                              "resize": "square, INTER_AREA", "input": "RGB uint8 / 255, then (x - mean) / std"},
+            ENSEMBLE_KEY: {"members": listed, "how": "the mean of the members' probabilities (sigmoid of their "
+                           "logits); the model returns its logit, so a threshold of 0.5 applies as to one model"},
+            **(extra or {})})
+        replace_folder(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def load_ensemble(folder: Path, data: dict) -> tuple[Ensemble, CheckpointInfo]:
+    """The Ensemble of an ensemble folder whose training.json is `data`, and its CheckpointInfo."""
+    listed = data[ENSEMBLE_KEY].get("members") if isinstance(data[ENSEMBLE_KEY], dict) else None
+    if not listed or not all(isinstance(m, dict) and isinstance(m.get("folder"), str) for m in listed):
+        raise CheckpointError(f"{folder}/training.json: '{ENSEMBLE_KEY}' lists no members")
+    models, infos = [], []
+    for member in listed:
+        path = (folder / member["folder"]).resolve()
+        if folder.resolve() not in path.parents:
+            raise CheckpointError(f"{folder}: member folder {member['folder']!r} lies outside the ensemble folder")
+        model, info = load_checkpoint(path)
+        models.append(model)
+        infos.append(info)
+    info = read_info(folder)
+    for member, member_info in zip(listed, infos, strict=True):
+        if (member_info.image_size, member_info.mean, member_info.std) != (info.image_size, info.mean, info.std):
+            raise CheckpointError(f"{folder}/{member['folder']}: expects other input than the ensemble "
+                                  f"({member_info.image_size} px, mean {member_info.mean})")
+    return Ensemble(models).eval(), info
+
+
 def deep_supervision_usage(model: nn.Module) -> dict[str, Any]:
     """What training.json says about a deep-supervised UNet++: its heads and which one predicts."""
     return {
@@ -199,4 +266,5 @@ def build_model_for(cfg: TrainConfig) -> nn.Module:
     return build_model(parse_config({"encoder_weights": "none", "deep_supervision": False}, base=cfg))
 
 
-__all__ = ["CheckpointError", "CheckpointInfo", "load_checkpoint", "preprocessing", "read_info", "save_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointInfo", "load_checkpoint", "load_ensemble", "preprocessing", "read_info",
+           "save_checkpoint", "save_ensemble"]

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from polyp.data import read_image
-from polyp.ensemble import Ensemble
 from polyp.images import write_image
+from polyp.models.ensemble import Ensemble
 
 
 def target_layer(model: nn.Module) -> nn.Module:

@@ -1,7 +1,7 @@
 """`search.export --ensemble`: a refit study's winning configuration, all its runs (seeds, folds) as one model.
 
 The winner is the configuration with the best mean validation mDice (`search.refit_table.winner`); each of
-its complete runs becomes a member of a `polyp.ensemble` folder, which averages their probabilities. The
+its complete runs becomes a member of an ensemble folder (`polyp.checkpoint.save_ensemble`), which averages their probabilities. The
 folder's `training.json` lists the members with their trial, seed, fold and metrics, and holds the ensemble's
 own test-split scores (every measure at the images' own sizes, as `polyp.evaluate` scores them).
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from polyp.checkpoint import load_checkpoint, read_info
-from polyp.ensemble import Ensemble, save_ensemble
+from polyp.checkpoint import load_checkpoint, read_info, save_ensemble
+from polyp.models.ensemble import Ensemble
 from search.artifacts import checkpoint_folder
 from search.record import TrialRecord, refit_settings
 from search.refit_table import refit_rows, winner

@@ -29,8 +29,8 @@ from polyp.checkpoint import (
     save_checkpoint,
 )
 from polyp.config import TrainConfig, parse_config
-from polyp.ensemble import MEMBER_PREFIX
 from polyp.models import input_normalization
+from polyp.models.ensemble import MEMBER_PREFIX
 from polyp.train import fit
 from search.artifacts import checkpoint_folder
 from search.ensemble_export import best_winner_run, export_ensemble

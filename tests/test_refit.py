@@ -18,8 +18,8 @@ from search_fixtures import TINY_STUDY, search_cache, worker_env, write_study  #
 
 from polyp.checkpoint import load_checkpoint
 from polyp.data import Split, resolve_data_dir
-from polyp.ensemble import Ensemble
 from polyp.evaluate.__main__ import main as evaluate_main
+from polyp.models.ensemble import Ensemble
 from polyp.predict import Predictor
 from search.analyze import main as analyze_main
 from search.export import main as export_main
