@@ -117,10 +117,8 @@ def refit_split(session: Session, source: Session, folds: int) -> Split:
                                    f"use another --storage/--out for another number of folds")
         return split
     origin = source.folder / "split.json"
-    if not origin.is_file():
-        raise StudyError(f"{origin}: the study's split manifest is missing; refit needs the search's split "
-                         f"(run it from the search's --out folder)")
-    split = Split.load(origin)
+    split = Split.load(origin) if origin.is_file() else load_data(source).split  # another machine: the same
+    # data and seed give the search's split again (as every search.run worker computes it)
     split = split.with_folds(folds, seed=session.spec.run.seed) if folds else split
     session.folder.mkdir(parents=True, exist_ok=True)
     split.save(manifest)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
+from pg import postgres_url  # noqa: F401
 from search_fixtures import TINY_STUDY, search_cache, worker_env, write_study  # noqa: F401
 
 from polyp.checkpoint import load_checkpoint
@@ -197,3 +200,27 @@ def test_ensemble_module_averages_probabilities():
     with torch.no_grad():
         expected = (torch.sigmoid(members[0](x)) + torch.sigmoid(members[1](x))) / 2
         assert torch.allclose(torch.sigmoid(Ensemble(members)(x)), expected, atol=1e-5)
+
+
+@pytest.mark.postgres
+def test_refit_on_two_machines_through_postgresql(tmp_path: Path, postgres_url):  # noqa: F811
+    tables = copy.deepcopy(TINY_STUDY)
+    tables["run"].update(synthetic_count=16, sampler="grid", pruner="none")
+    tables["space"]["lr"] = [1e-4, 1e-3, 3e-3]
+    study = write_study(tmp_path, tables)
+    assert run_main(["--study", str(study), "--out", str(tmp_path / "a"), "--storage", postgres_url,
+                     "--n-trials", "3", *FAKE]) == 0
+    machines = [subprocess.Popen([sys.executable, "-m", "search.refit", "--study", str(study), "--out",
+                                  str(tmp_path / name), "--storage", postgres_url, "--top", "2", "--seeds", "2",
+                                  "--image-size", "64", "--epochs", "3", "--data", "synthetic", "--quiet",
+                                  "--trainer", "fake_trainers:epochs_300ms"],
+                                 env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for name in ("a", "b")]  # b ran no search: it computes the same split from the data and seed
+    outputs = [machine.communicate(timeout=240)[0] for machine in machines]
+    assert [machine.returncode for machine in machines] == [0, 0], "\n".join(outputs)
+    refit = optuna.load_study(study_name="tiny.refit", storage=postgres_url)
+    keys = [(TrialRecord.of(t).refit_source, TrialRecord.of(t).refit_seed) for t in refit.trials]
+    assert len(keys) == 4 and len(set(keys)) == 4 and all(t.state == TrialState.COMPLETE for t in refit.trials)
+    assert len({TrialRecord.of(t).worker for t in refit.trials}) == 2, "both machines trained runs"
+    assert Split.load(tmp_path / "b" / "tiny.refit" / "split.json").test == Split.load(
+        tmp_path / "a" / "tiny" / "split.json").test
