@@ -43,6 +43,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field
 from os import getpid
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -189,6 +190,23 @@ def refit_attributes(source: FrozenTrial, seed: int, fold: int, values: dict[str
     """The user attributes a refit run is enqueued with (search.refit)."""
     return {"refit_source": source.number, "refit_source_value": source.value, "refit_seed": seed,
             "refit_fold": fold, "refit_values": values}
+
+
+RUN_DATA = "run_data"  # the study attribute: the data folder and test list its trials trained on
+
+
+def record_run_data(study: optuna.Study, data: str, test_list: str) -> None:
+    """The data a search trains on, kept on the study so that analyze, export and refit use the same images."""
+    keep = {"data": data if data == "synthetic" else str(Path(data).expanduser().resolve()),
+            "test_list": str(Path(test_list).expanduser().resolve()) if test_list else ""}
+    if study.user_attrs.get(RUN_DATA) != keep:
+        study.set_user_attr(RUN_DATA, keep)
+
+
+def run_data(study: optuna.Study) -> dict[str, str] | None:
+    """{"data", "test_list"} that `record_run_data` kept on the study (None for a study from before it)."""
+    stored = study.user_attrs.get(RUN_DATA)
+    return stored if isinstance(stored, dict) and "data" in stored else None
 
 
 REFIT_SETTINGS = "refit_settings"  # the study attribute of a refit study: its RefitSettings and source study

@@ -43,7 +43,14 @@ from search.options import (
     fail,
     import_trainer,
 )
-from search.record import TrialRecord, record_refit_settings, refit_attributes, refit_fold, refit_settings
+from search.record import (
+    TrialRecord,
+    record_refit_settings,
+    record_run_data,
+    refit_attributes,
+    refit_fold,
+    refit_settings,
+)
 from search.refit_table import RefitRow, refit_rows, refit_table, winner
 from search.run import next_steps
 from search.samplers import build_pruner
@@ -156,6 +163,7 @@ def open_refit(args: argparse.Namespace) -> tuple[Session, Session]:
     spec = with_command_line(refit_study(source.spec, settings), args)
     study = optuna.create_study(study_name=spec.name, storage=source.storage, direction="maximize",
                                 load_if_exists=True, pruner=build_pruner("none", spec))
+    record_run_data(study, spec.run.data, spec.run.test_list)
     wanted = {**settings.__dict__, "source_study": source.spec.name}
     stored = refit_settings(study)
     if stored is None:
@@ -185,8 +193,9 @@ def report(session: Session) -> list[RefitRow]:
     print(refit_table(rows))
     best = winner(rows)
     if best is not None:
-        print(f"winner (best mean validation mDice, {best.runs} runs): trial {best.source}'s configuration; "
-              f"search.export exports it, and with --ensemble its {best.runs} runs as one model")
+        runs = f"{best.runs} run{'s' if best.runs != 1 else ''}"
+        print(f"winner (best mean validation mDice, {runs}): trial {best.source}'s configuration; "
+              f"search.export exports it" + (f", and with --ensemble its {runs} as one model" if best.runs > 1 else ""))
     print(next_steps(session))
     return rows
 

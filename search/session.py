@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from search.forced import with_command_line
 from search.imagenet import check_imagenet_available
 from search.options import CommandLineError
 from search.outputs import study_dir
-from search.record import refit_settings
+from search.record import record_run_data, refit_settings, run_data
 from search.samplers import build_pruner, seeded_sampler
 from search.storage import default_storage_url, open_storage, safe_url
 from search.studies import REFIT_SUFFIX, RefitSettings, StudyError, StudySpec, load_study, refit_study
@@ -71,13 +72,24 @@ def open_session(args: argparse.Namespace, create: bool = True) -> Session:
     if create:
         study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", load_if_exists=True,
                                     pruner=pruner)  # the sampler: Session.sampler_for, one per trial
+        record_run_data(study, spec.run.data, spec.run.test_list)
     else:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         if spec.name not in names:
             raise StudyError(f"no study {spec.name!r} in {safe_url(url)}; studies there: {', '.join(names) or 'none'}")
         study = optuna.load_study(study_name=spec.name, storage=storage)
-        spec = with_stored_refit(spec, study, args)
+        spec = with_stored_data(with_stored_refit(spec, study, args), study, args)
     return Session(spec, run_dir, url, storage, study, artifacts)
+
+
+def with_stored_data(spec: StudySpec, study: optuna.Study, args: argparse.Namespace) -> StudySpec:
+    """The study with the data and test list its search trained on, where the command line names none (analyze
+    and export then score the same images the trials saw)."""
+    stored = run_data(study)
+    if stored is None or getattr(args, "data", None) or getattr(args, "test_list", None):
+        return spec
+    return dataclasses.replace(spec, run=dataclasses.replace(spec.run, data=stored["data"],
+                                                             test_list=stored.get("test_list", "")))
 
 
 def with_stored_refit(spec: StudySpec, study: optuna.Study, args: argparse.Namespace) -> StudySpec:

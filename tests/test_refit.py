@@ -224,3 +224,17 @@ def test_refit_on_two_machines_through_postgresql(tmp_path: Path, postgres_url):
     assert len({TrialRecord.of(t).worker for t in refit.trials}) == 2, "both machines trained runs"
     assert Split.load(tmp_path / "b" / "tiny.refit" / "split.json").test == Split.load(
         tmp_path / "a" / "tiny" / "split.json").test
+
+
+def test_analyze_export_and_refit_use_the_data_the_search_trained_on(tmp_path: Path, synthetic_dir: Path, capsys):
+    tables = copy.deepcopy(TINY_STUDY)  # its [run] says synthetic; the search ran on a folder
+    study = write_study(tmp_path, tables)
+    out = tmp_path / "runs"
+    assert run_main(["--study", str(study), "--out", str(out), "--n-trials", "2", "--data", str(synthetic_dir),
+                     "--trainer", "search.testing:fake_fit", "--quiet"]) == 0
+    assert export_main(["--study", str(study), "--run-dir", str(out), "--out", str(tmp_path / "best")]) == 0
+    training = json.loads((tmp_path / "best" / "training.json").read_text())
+    assert training["metrics"]["test_own_size"]["images"] == len(Split.load(out / "tiny" / "split.json").test)
+    assert refit_main(["--study", str(study), "--out", str(out), "--top", "1", "--seeds", "1", "--epochs", "1",
+                       "--trainer", "search.testing:fake_fit", "--quiet"]) == 0
+    assert str(synthetic_dir.resolve()) in capsys.readouterr().out  # the refit's data line names the folder

@@ -1,0 +1,90 @@
+"""The whole path from a search to the model a person ships, on Kvasir-SEG, timed step by step.
+
+1. `search.run` of a study at a small size (`--search-size`, `--search-epochs`, `--trials`);
+2. `search.refit` of its top configurations at the refit size and length, with several seeds;
+3. `search.export` of the winner's best run, and of all its runs as one ensemble (`--ensemble`);
+4. `polyp.evaluate` of both exports on the PraNet test list at the images' own sizes.
+
+Prints each command with its wall time, the refit table (with Spearman's rho between the search's ranking and
+the refit's) and the two exports' test mDice. Everything goes to `--out` (the run folder, the exports and the
+evaluations); running it again resumes where it stopped. The choice of the winner uses validation only.
+
+    .venv/bin/python benchmarks/refit_path.py --data ../shared/data/kvasir-seg \
+        --test-list ../shared/data/splits/pranet_test_kvasir.txt --study pretrained --trials 16 \
+        --search-size 96 --search-epochs 8 --top 3 --seeds 2 --refit-size 160 --refit-epochs 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def step(name: str, command: list[str]) -> float:
+    """Runs one command (its output shown), fails loudly, returns its minutes."""
+    print(f"\n== {name}: {' '.join(command)}", flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    minutes = (time.perf_counter() - started) / 60
+    print(f"== {name}: {minutes:.1f} min", flush=True)
+    return minutes
+
+
+def test_mdice(evaluation: Path) -> str:
+    """The mDice of the evaluation's first data set (summary.csv)."""
+    with (evaluation / "summary.csv").open() as handle:
+        row = next(csv.DictReader(handle))
+    return row["mDice"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--test-list", required=True)
+    parser.add_argument("--study", default="pretrained")
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--search-size", type=int, default=96)
+    parser.add_argument("--search-epochs", type=int, default=8)
+    parser.add_argument("--top", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--refit-size", type=int, default=160)
+    parser.add_argument("--refit-epochs", type=int, default=25)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="runs/refit-path")
+    args = parser.parse_args(argv)
+    out, python = Path(args.out), sys.executable
+    common = ["--study", args.study, "--out", str(out / "runs"), "--data", args.data, "--test-list", args.test_list,
+              "--threads", str(args.threads), "--quiet"]
+    minutes = {
+        "search": step("search", [python, "-m", "search.run", *common, "--n-trials", str(args.trials),
+                                  "--image-size", str(args.search_size), "--epochs", str(args.search_epochs)]),
+        "refit": step("refit", [python, "-m", "search.refit", *common, "--top", str(args.top), "--seeds",
+                                str(args.seeds), "--image-size", str(args.refit_size), "--epochs",
+                                str(args.refit_epochs)]),
+    }
+    refit = f"{args.study}.refit"
+    exports = {"winner": out / "winner", "ensemble": out / "ensemble"}
+    minutes["export"] = step("export winner", [python, "-m", "search.export", "--study", refit, "--run-dir",
+                                               str(out / "runs"), "--out", str(exports["winner"])])
+    minutes["export"] += step("export ensemble", [python, "-m", "search.export", "--study", refit, "--run-dir",
+                                                  str(out / "runs"), "--out", str(exports["ensemble"]), "--ensemble"])
+    results = {}
+    for name, folder in exports.items():
+        evaluation = out / f"evaluation-{name}"
+        minutes[f"evaluate {name}"] = step(f"evaluate {name}", [
+            python, "-m", "polyp.evaluate", "--model", str(folder), "--data", f"kvasir={args.data}",
+            "--test-list", args.test_list, "--out", str(evaluation)])
+        results[name] = test_mdice(evaluation)
+    print("\nminutes: " + ", ".join(f"{name} {value:.1f}" for name, value in minutes.items())
+          + f"; total {sum(minutes.values()):.1f}")
+    print("test mDice at the images' own sizes (PraNet Kvasir list): "
+          + ", ".join(f"{name} {value}" for name, value in results.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
