@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from polyp.data import PolypData, Split, prepare_data
 from search.forced import with_command_line
+from search.imagenet import check_imagenet_available
 from search.notes import write_note
 from search.objective import Objective
 from search.options import (
@@ -161,6 +162,7 @@ def open_refit(args: argparse.Namespace) -> tuple[Session, Session]:
         raise CommandLineError("--top and --seeds must be at least 1, and --folds 0 (the study's split) or 2+")
     args.image_size, args.epochs = settings.image_size, settings.epochs
     spec = with_command_line(refit_study(source.spec, settings), args)
+    check_imagenet_available(spec)  # before any run, as search.run does
     study = optuna.create_study(study_name=spec.name, storage=source.storage, direction="maximize",
                                 load_if_exists=True, pruner=build_pruner("none", spec))
     record_run_data(study, spec.run.data, spec.run.test_list)
