@@ -176,3 +176,15 @@ def test_search_with_offline_encoders_only_trains_them_pretrained(tmp_path: Path
     for trial in trials:
         info = read_info(out / "tiny" / f"trial-{trial.number}" / "checkpoint")
         assert info.config.encoder_weights == "imagenet" and info.mean == (0.5, 0.5, 0.5)
+
+
+def test_search_starts_when_the_hub_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from search.imagenet import check_imagenet_available
+    from search.studies import load_study
+
+    spec = load_study(str(_imagenet_study(tmp_path, ["timm-tf_efficientnet_lite0", "resnet18"])))
+    monkeypatch.setattr(weights, "hub_reachable", lambda: True)
+    check_imagenet_available(spec)  # online: smp downloads resnet18's weights when a trial builds it
+    monkeypatch.setattr(weights, "hub_reachable", lambda: False)
+    with pytest.raises(Exception, match="resnet18"):
+        check_imagenet_available(spec)

@@ -31,6 +31,7 @@ from search.refit import main as refit_main
 from search.refit_table import RefitRow, rank_correlation, winner
 from search.run import main as run_main
 from search.storage import default_storage_url
+from search.studies import RefitSettings, StudyError, load_study
 
 FAKE = ["--trainer", "search.testing:fake_fit", "--data", "synthetic", "--quiet"]
 
@@ -238,3 +239,26 @@ def test_analyze_export_and_refit_use_the_data_the_search_trained_on(tmp_path: P
     assert refit_main(["--study", str(study), "--out", str(out), "--top", "1", "--seeds", "1", "--epochs", "1",
                        "--trainer", "search.testing:fake_fit", "--quiet"]) == 0
     assert str(synthetic_dir.resolve()) in capsys.readouterr().out  # the refit's data line names the folder
+
+
+@pytest.mark.parametrize(("table", "words"), [
+    ({"seed": 2}, ["[refit].seed: unknown key", "seeds"]),
+    ({"seeds": "two"}, ["[refit].seeds: expected int"]),
+    ({"folds": 1}, ["[refit].folds: 1 fold"]),
+    ({"top": 0}, ["[refit].top: 0 must be at least 1"]),
+    ({"image_size": 100}, ["[refit].image_size"]),
+])
+def test_a_bad_refit_table_is_refused_naming_the_key(tmp_path: Path, table: dict, words: list[str]):
+    tables = copy.deepcopy(TINY_STUDY)
+    tables["refit"] = table
+    with pytest.raises(StudyError) as error:
+        load_study(str(write_study(tmp_path, tables)))
+    assert all(word in str(error.value) for word in words), str(error.value)
+
+
+def test_refit_defaults_come_from_the_refit_table_else_the_search():
+    spec = load_study("demo.refit")
+    assert spec.name == "demo.refit" and spec.run.pruner == "none"
+    assert (spec.base.image_size, spec.base.epochs) == (96, 12) and (spec.refit.top, spec.refit.seeds) == (2, 2)
+    derived = RefitSettings().resolved(load_study("grid").base)
+    assert (derived.image_size, derived.epochs) == (256, 36)  # twice 128 px, three times 12 epochs
