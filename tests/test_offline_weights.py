@@ -30,6 +30,14 @@ from search.storage import default_storage_url
 LITE0 = weights.OFFLINE_ENCODERS["timm-tf_efficientnet_lite0"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_hub_answer():
+    """hub_reachable asks once per process: each test (with its HF_HUB_OFFLINE) asks again, and leaves no answer."""
+    weights.hub_reachable.cache_clear()
+    yield
+    weights.hub_reachable.cache_clear()
+
+
 def _lite0(encoder: str = "timm-tf_efficientnet_lite0", **fields) -> TrainConfig:
     settings = dict(arch="linknet", encoder=encoder, encoder_depth=3, encoder_weights="imagenet", image_size=32,
                     batch_size=4, epochs=1, augment="none", precision="fp32", channels_last=False, threads=1,
@@ -149,7 +157,6 @@ def _imagenet_study(tmp_path: Path, encoders: list[str]) -> Path:
 def test_search_stops_before_any_trial_when_imagenet_weights_cannot_be_had(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    weights.hub_reachable.cache_clear()
     study = _imagenet_study(tmp_path, ["timm-tf_efficientnet_lite0", "resnet18"])
     argv = ["--study", str(study), "--out", str(tmp_path / "run"), "--n-trials", "2", "--trainer",
             "search.testing:fake_fit", "--data", "synthetic", "--quiet"]
@@ -166,7 +173,6 @@ def test_search_stops_before_any_trial_when_imagenet_weights_cannot_be_had(tmp_p
 @pytest.mark.usefixtures("search_cache")
 def test_search_with_offline_encoders_only_trains_them_pretrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    weights.hub_reachable.cache_clear()
     study = _imagenet_study(tmp_path, ["timm-tf_efficientnet_lite0", "tu-tf_efficientnet_lite0"])
     out = tmp_path / "run"
     assert run_main(["--study", str(study), "--out", str(out), "--n-trials", "2", "--data", "synthetic", "--quiet",

@@ -18,7 +18,12 @@ from polyp.architectures import ARCHITECTURES
 from polyp.config import ConfigError, TrainConfig
 from polyp.models.attention_unet import AttentionUNet
 from polyp.models.deep_supervision import DeepSupervisedUnetPlusPlus
-from polyp.models.offline_weights import OFFLINE_ENCODERS, input_normalization, load_offline_weights
+from polyp.models.offline_weights import (
+    OFFLINE_ENCODERS,
+    imagenet_unavailable,
+    input_normalization,
+    load_offline_weights,
+)
 
 MODEL_CLASSES: dict[str, type[nn.Module]] = {  # one per name in polyp.architectures.ARCHITECTURES
     "unetplusplus": smp.UnetPlusPlus,
@@ -113,15 +118,14 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     if downloads:
         kwargs["encoder_weights"] = "imagenet"
     model_class = DeepSupervisedUnetPlusPlus if cfg.deep_supervision else MODEL_CLASSES[cfg.arch]
+    if downloads and imagenet_unavailable([cfg.encoder]):  # offline: say so now, not after the hub's retries
+        raise ConfigError(_no_download(cfg.encoder, "the Hugging Face hub cannot be reached"))
     try:
         model = model_class(**kwargs)
     except OSError as error:  # huggingface_hub's and urllib's connection errors are OSErrors
         if not downloads:
             raise
-        raise ConfigError(f"encoder_weights: the ImageNet weights of {cfg.encoder} could not be downloaded "
-                          f"({type(error).__name__}). Without internet, imagenet works for "
-                          f"{', '.join(OFFLINE_ENCODERS)} (weights from installed packages); for another encoder, "
-                          f"give a weights file: --encoder-weights <file> (.safetensors or .pth)") from error
+        raise ConfigError(_no_download(cfg.encoder, type(error).__name__)) from error
     if cfg.encoder_weights == "imagenet" and not downloads:
         load_offline_weights(model.encoder, cfg.encoder)
     elif cfg.encoder_weights not in ("none", "imagenet"):
@@ -129,6 +133,12 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     if cfg.encoder_weights == "imagenet":
         model.config["encoder_weights"] = None  # a saved checkpoint holds the weights: never re-download
     return model
+
+
+def _no_download(encoder: str, reason: str) -> str:
+    return (f"encoder_weights: the ImageNet weights of {encoder} could not be downloaded ({reason}). Without "
+            f"internet, imagenet works for {', '.join(OFFLINE_ENCODERS)} (weights from installed packages); for "
+            f"another encoder, give a weights file: --encoder-weights <file> (.safetensors or .pth)")
 
 
 def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
