@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--encoder-weights", help="instead of the study's (none: the same space from scratch)")
     parser.add_argument("--seed", type=int, default=101, help="random sampler seed")
+    parser.add_argument("--timeout", type=float, help="seconds after which search.run starts no new trial (the pool "
+                        "is then the trials that finished)")
     parser.add_argument("--out", default="runs/early-ranking")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                "--data", str(part), "--test-list", args.test_list, "--sampler", "random", "--pruner", "none",
                "--seed", str(args.seed), "--n-trials", str(args.trials), "--image-size", str(args.image_size),
                "--epochs", str(args.epochs), "--threads", "2", "--out", str(out), "--quiet"]
+    if args.timeout:
+        command += ["--timeout", str(args.timeout)]
     if args.encoder_weights:
         command += ["--encoder-weights", args.encoder_weights]
     print(" ".join(command), flush=True)
