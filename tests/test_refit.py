@@ -17,7 +17,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 from pg import postgres_url  # noqa: F401
-from search_fixtures import TINY_STUDY, search_cache, worker_env, write_study  # noqa: F401
+from search_fixtures import TINY_STUDY, fast_pictures, search_cache, worker_env, write_study  # noqa: F401
 
 from polyp.checkpoint import load_checkpoint
 from polyp.data import Split, resolve_data_dir
@@ -35,7 +35,7 @@ from search.studies import RefitSettings, StudyError, load_study
 
 FAKE = ["--trainer", "search.testing:fake_fit", "--data", "synthetic", "--quiet"]
 
-pytestmark = pytest.mark.usefixtures("search_cache")
+pytestmark = pytest.mark.usefixtures("search_cache", "fast_pictures")  # in-process trials draw no pictures
 
 
 @pytest.fixture
@@ -185,6 +185,7 @@ def test_ensemble_needs_a_refit_study(searched, tmp_path: Path, capsys):
     assert "is not a refit study" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the PostgreSQL test above runs two refit processes at once in the default run
 def test_two_workers_share_the_refit_runs(searched, monkeypatch, capsys):
     study, out = searched
     monkeypatch.setenv("PYTHONPATH", worker_env()["PYTHONPATH"])
