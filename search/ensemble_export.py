@@ -1,9 +1,11 @@
-"""`search.export --ensemble`: a refit study's winning configuration, all its runs (seeds, folds) as one model.
+"""`search.export --ensemble`: a refit study's runs as one model that averages their probabilities.
 
-The winner is the configuration with the best mean validation mDice (`search.refit_table.winner`); each of
-its complete runs becomes a member of an ensemble folder (`polyp.checkpoint.save_ensemble`), which averages their probabilities. The
-folder's `training.json` lists the members with their trial, seed, fold and metrics, and holds the ensemble's
-own test-split scores (every measure at the images' own sizes, as `polyp.evaluate` scores them).
+`--ensemble winner` (the default): the configuration with the best mean validation mDice
+(`search.refit_table.winner`), every complete run of it (its seeds, folds). `--ensemble top`: every refit
+configuration, each by its run with the best validation mDice (different configurations, one model each).
+The members go into an ensemble folder (`polyp.checkpoint.save_ensemble`); its `training.json` lists them
+with their trial, seed, fold and metrics, and holds the ensemble's own test-split scores (every measure at the
+images' own sizes, as `polyp.evaluate` scores them). Members are chosen by validation only.
 """
 
 from __future__ import annotations
@@ -19,23 +21,38 @@ from polyp.checkpoint import load_checkpoint, read_info, save_ensemble
 from polyp.models.ensemble import Ensemble
 from search.artifacts import checkpoint_folder
 from search.record import TrialRecord, refit_settings
-from search.refit_table import refit_rows, winner
+from search.refit_table import RefitRow, refit_rows, winner
 from search.session import Session
 from search.storage import safe_url
 from search.studies import StudyError
 from search.test_scores import score_test_split
 
 
-def winner_runs(session: Session) -> list[FrozenTrial]:
-    """The complete runs of a refit study's winning configuration (StudyError for any other study)."""
+ENSEMBLE_KINDS = ("winner", "top")
+
+
+def _complete_rows(session: Session) -> tuple[list[RefitRow], dict[int, FrozenTrial]]:
+    """The refit study's configurations with complete runs, and its trials by number (StudyError otherwise)."""
     if refit_settings(session.study) is None:
         raise StudyError(f"--ensemble: study {session.spec.name} is not a refit study; run search.refit and "
                          f"export --study {session.spec.name}.refit")
-    best = winner(refit_rows(session.study))
-    if best is None:
+    rows = [row for row in refit_rows(session.study) if row.trials]
+    if not rows:
         raise StudyError(f"study {session.spec.name} has no complete refit run yet")
-    trials = {t.number: t for t in session.study.get_trials(deepcopy=False)}
-    return [trials[number] for number in best.trials]
+    return rows, {t.number: t for t in session.study.get_trials(deepcopy=False)}
+
+
+def winner_runs(session: Session) -> list[FrozenTrial]:
+    """The complete runs of a refit study's winning configuration (StudyError for any other study)."""
+    rows, trials = _complete_rows(session)
+    return [trials[number] for number in winner(rows).trials]
+
+
+def top_runs(session: Session) -> list[FrozenTrial]:
+    """Each refit configuration's best run by validation mDice, the best configuration (mean validation) first."""
+    rows, trials = _complete_rows(session)
+    rows = sorted(rows, key=lambda row: -row.val_mean)
+    return [max((trials[number] for number in row.trials), key=lambda t: t.value) for row in rows]
 
 
 def best_winner_run(session: Session) -> FrozenTrial | None:
@@ -46,12 +63,16 @@ def best_winner_run(session: Session) -> FrozenTrial | None:
     return max(runs, key=lambda t: t.value)
 
 
-def export_ensemble(session: Session, out: Path) -> tuple[nn.Module, dict, list[FrozenTrial]]:
-    """Writes the winner's runs into `out` as one ensemble; returns the model, its facts and the runs."""
-    runs = winner_runs(session)
-    if len(runs) < 2:
+def export_ensemble(session: Session, out: Path, kind: str = "winner") -> tuple[nn.Module, dict, list[FrozenTrial]]:
+    """Writes the runs of `kind` (ENSEMBLE_KINDS) into `out` as one ensemble; returns the model, its facts and
+    the runs."""
+    runs = winner_runs(session) if kind == "winner" else top_runs(session)
+    if len(runs) < 2 and kind == "winner":
         raise StudyError(f"the winning configuration of {session.spec.name} has {len(runs)} complete run; an "
-                         f"ensemble needs 2 or more (refit with --seeds 2+ or --folds 2+)")
+                         f"ensemble needs 2 or more (refit with --seeds 2+ or --folds 2+, or use --ensemble top)")
+    if len(runs) < 2:
+        raise StudyError(f"{session.spec.name} has {len(runs)} configuration with complete runs; --ensemble top "
+                         f"needs 2 or more (refit with --top 2+)")
     with contextlib.ExitStack() as stack:
         folders = []
         for trial in runs:
@@ -68,8 +89,11 @@ def export_ensemble(session: Session, out: Path) -> tuple[nn.Module, dict, list[
         values = [r.value for r in records]
         facts = {"metrics": {"val_mdice_of_members": values, "val_mdice_mean": sum(values) / len(values),
                              "test_own_size": scores},
-                 "study": session.spec.name, "source_trial": records[0].refit_source, "storage": safe_url(session.storage_url),
-                 "source": f"search.export --ensemble: the {len(runs)} runs of the winning configuration",
+                 "study": session.spec.name, "source_trial": records[0].refit_source,
+                 "source_trials": [r.refit_source for r in records], "storage": safe_url(session.storage_url),
+                 "source": (f"search.export --ensemble winner: the {len(runs)} runs of the winning configuration"
+                            if kind == "winner" else f"search.export --ensemble top: the best run of each of the "
+                            f"{len(runs)} refit configurations"),
                  "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         save_ensemble(folders, out, members, facts)
     return model, facts, runs

@@ -33,7 +33,7 @@ from polyp.models import input_normalization
 from polyp.models.ensemble import MEMBER_PREFIX
 from polyp.train import fit
 from search.artifacts import checkpoint_folder
-from search.ensemble_export import best_winner_run, export_ensemble
+from search.ensemble_export import ENSEMBLE_KINDS, best_winner_run, export_ensemble
 from search.forced import forced_settings
 from search.options import USER_ERRORS, CommandLineError, add_study_options, fail
 from search.outputs import trial_dir
@@ -159,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="with --retrain: epochs (default: the trial's)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="with --retrain: device (default: the trial's)")
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx, checked with onnxruntime")
-    parser.add_argument("--ensemble", action="store_true", help="a refit study (NAME.refit): export every run of the "
-                        "winning configuration as one model that averages their probabilities")
+    parser.add_argument("--ensemble", nargs="?", const="winner", choices=ENSEMBLE_KINDS,
+                        help="a refit study (NAME.refit): export several runs as one model that averages their "
+                        "probabilities: 'winner' (the default) every run (seed, fold) of the winning configuration, "
+                        "'top' the best run of each refit configuration")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(args.out)
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         session = open_session(args, create=False)
         check_destination(out, session.run_dir)
         if args.ensemble:
-            return _ensemble_main(session, out, args.onnx)
+            return _ensemble_main(session, out, args.onnx, args.ensemble)
         trial = pick_trial(session.study, args.trial) if args.trial is not None else (
             best_winner_run(session) or pick_trial(session.study, None))
         model, cfg, facts = export_trial(session, trial, out, args.retrain, overrides)
@@ -195,14 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _ensemble_main(session: Session, out: Path, onnx: bool) -> int:
+def _ensemble_main(session: Session, out: Path, onnx: bool, kind: str) -> int:
     """search.export --ensemble: writes and checks the ensemble, prints what it holds."""
-    model, facts, runs = export_ensemble(session, out)
+    model, facts, runs = export_ensemble(session, out, kind)
     loaded, info = load_checkpoint(out)  # what polyp.predict will do: fail here, not there
     difference = write_onnx(loaded, out, info.image_size) if onnx else None
-    print(f"exported the winning configuration of study {session.spec.name} (search trial {facts['source_trial']}) "
-          f"as an ensemble of {len(runs)} runs (trials {', '.join(str(t.number) for t in runs)}): val mDice "
-          f"{facts['metrics']['val_mdice_mean']:.4f} on average over the runs")
+    what = (f"the winning configuration of study {session.spec.name} (search trial {facts['source_trial']})"
+            if kind == "winner" else f"the best run of each configuration of study {session.spec.name} (search "
+            f"trials {', '.join(str(source) for source in facts['source_trials'])})")
+    print(f"exported {what} as an ensemble of {len(runs)} runs (trials {', '.join(str(t.number) for t in runs)}): "
+          f"val mDice {facts['metrics']['val_mdice_mean']:.4f} on average over the runs")
     own = facts["metrics"].get("test_own_size") or {}
     if own:
         print(f"  the ensemble on the test split at the images' own sizes, as polyp.evaluate scores it {describe(own)}")

@@ -178,6 +178,16 @@ def test_export_of_a_refit_study_gives_the_winner_and_its_ensemble(searched, tmp
                           "--out", str(tmp_path / "evaluation")]) == 0
     assert "synthetic" in (tmp_path / "evaluation" / "summary.csv").read_text()
 
+    assert export_main(["--study", f"{study}.refit", "--run-dir", str(out), "--out", str(tmp_path / "top"),
+                        "--ensemble", "top"]) == 0
+    members = json.loads((tmp_path / "top" / "training.json").read_text())["ensemble"]["members"]
+    by_source: dict[int, list] = {}
+    for trial in refit.trials:
+        by_source.setdefault(TrialRecord.of(trial).refit_source, []).append(trial)
+    assert len(by_source) == 2 and members[0]["source_trial"] == winning_source
+    assert {m["trial"] for m in members} == {max(runs, key=lambda t: t.value).number for runs in by_source.values()}
+    assert "the best run of each configuration" in capsys.readouterr().out
+
 
 def test_ensemble_needs_a_refit_study(searched, tmp_path: Path, capsys):
     study, out = searched
