@@ -17,7 +17,7 @@ import contextlib
 import sys
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from polyp.checkpoint import CheckpointError
 from polyp.io import write_text
@@ -30,14 +30,9 @@ from search.report.trials import loss_curves_html, loss_curves_png, write_optuna
 from search.session import Session, load_data, open_session
 from search.storage import safe_url
 from search.test_scores import describe, score_test_split
+from search.trial_loop import top_trials
 
 NO_COMPLETE_TRIAL = 1  # exit status when the study has no complete trial to report on
-
-
-def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
-    """The `k` complete trials with the highest value, best first."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(complete, key=lambda t: t.value, reverse=True)[:k]
 
 
 def no_complete_message(name: str, counts: dict[str, int]) -> str:

@@ -27,7 +27,6 @@ from search.storage import safe_url
 from search.studies import StudyError
 from search.test_scores import score_test_split
 
-
 ENSEMBLE_KINDS = ("winner", "top")
 
 

@@ -29,7 +29,7 @@ import sys
 import warnings
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from polyp.data import PolypData, Split, prepare_data
 from search.forced import with_command_line
@@ -58,20 +58,18 @@ from search.samplers import build_pruner
 from search.session import Session, load_data, open_session
 from search.storage import StudyLock
 from search.studies import RefitSettings, StudyError, refit_study
-from search.trial_loop import interrupt_on_signals, run_until, trial_line
+from search.trial_loop import TAKEN, interrupt_on_signals, run_until, top_trials, trial_line
 from search.workers import add_worker_options, plan_workers, run_workers
 
-TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)  # FAIL runs go again
 NO_FOLD = -1  # a run that validates on the study's own split
 
 
-def top_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
+def refit_sources(study: optuna.Study, top: int) -> list[FrozenTrial]:
     """The `top` complete trials with the highest value (StudyError when there is none)."""
-    complete = sorted((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE),
-                      key=lambda t: t.value, reverse=True)
-    if not complete:
+    best = top_trials(study, top)
+    if not best:
         raise StudyError(f"study {study.study_name} has no complete trial to refit; run the search first")
-    return complete[:top]
+    return best
 
 
 def run_plan(sources: list[FrozenTrial], settings: RefitSettings) -> list[tuple[FrozenTrial, int, int]]:
@@ -220,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = import_trainer(args.trainer)
         source, session = open_refit(args)
         settings = session.spec.refit
-        plan = run_plan(top_trials(source.study, settings.top), settings)
+        plan = run_plan(refit_sources(source.study, settings.top), settings)
         split = refit_split(session, source, settings.folds)
         data = load_data(session)
         workers = plan_workers(args, sys.argv[1:] if argv is None else argv, session.spec.base) if args.workers != 1 else None

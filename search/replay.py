@@ -36,12 +36,11 @@ from search.session import Session, load_data, open_session
 from search.spreadsheet import SEPARATORS, Spreadsheet, SpreadsheetRow, read_spreadsheet
 from search.storage import StudyLock
 from search.studies import Range, StudySpec, load_study
-from search.trial_loop import interrupt_on_signals, run_until, trial_line
+from search.trial_loop import TAKEN, interrupt_on_signals, run_until, trial_line
 from search.workers import add_worker_options, plan_workers, run_workers
 
 RESULTS_FILE = "replay-results.csv"
 RESULT_COLUMNS = ("trial", "state", "epochs_run", "best_val_mdice", "test_mdice", "test_miou", "minutes")
-TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)  # FAIL rows run again
 _PREFERENCE = {TrialState.COMPLETE: 3, TrialState.PRUNED: 3, TrialState.RUNNING: 2, TrialState.WAITING: 1}
 
 

@@ -16,6 +16,14 @@ from search.record import TrialRecord, format_number
 from search.storage import StudyLock
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)  # a replay or refit
+# enqueues a row or run again only when it has no trial in these states (a failed one goes again)
+
+
+def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
+    """The `k` complete trials with the highest value, best first."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(complete, key=lambda t: t.value, reverse=True)[:k]
 
 
 def count_states(study: optuna.Study, trial_filter: Callable[[FrozenTrial], bool] | None = None
