@@ -2,16 +2,24 @@
 
 1. `search.run` of a study at a small size (`--search-size`, `--search-epochs`, `--trials`);
 2. `search.refit` of its top configurations at the refit size and length, with several seeds;
-3. `search.export` of the winner's best run, and of all its runs as one ensemble (`--ensemble`);
-4. `polyp.evaluate` of both exports on the PraNet test list at the images' own sizes.
+3. `search.export` of the winner's best run, of all its runs as one ensemble (`--ensemble`) and of the best run
+   of each refit configuration as one ensemble (`--ensemble top`);
+4. `polyp.evaluate` of the three exports, and of each of the winner's runs alone (the ensemble's members), on
+   the PraNet test list at the images' own sizes;
+5. the comparison: the README's default model (`polyp.train --arch linknet --encoder resnet34`, from scratch) at
+   the refit's size and length, `--baseline-seeds` seeds, evaluated the same way.
 
 Prints each command with its wall time, the refit table (with Spearman's rho between the search's ranking and
-the refit's) and the two exports' test mDice. Everything goes to `--out` (the run folder, the exports and the
+the refit's) and the exports' test mDice. Everything goes to `--out` (the run folder, the exports and the
 evaluations); running it again resumes where it stopped. The choice of the winner uses validation only.
 
     .venv/bin/python benchmarks/refit_path.py --data ../shared/data/kvasir-seg \
-        --test-list ../shared/data/splits/pranet_test_kvasir.txt --study pretrained --trials 16 \
-        --search-size 96 --search-epochs 8 --top 3 --seeds 2 --refit-size 160 --refit-epochs 25
+        --test-list ../shared/data/splits/pranet_test_kvasir.txt --study pretrained --trials 7 \
+        --search-size 96 --search-epochs 8 --top 3 --seeds 2 --refit-size 128 --refit-epochs 8 \
+        --threads 1 --refit-workers 2
+
+(the settings of the README's figures: what fits in about two hours on a 2-core machine with this study's
+encoders; the issue's example of 160 px and 25 epochs takes several times that there).
 """
 
 from __future__ import annotations
@@ -53,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--refit-size", type=int, default=160)
     parser.add_argument("--refit-epochs", type=int, default=25)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="threads of each training process")
+    parser.add_argument("--refit-workers", type=int, default=1, help="refit processes at once (with --threads 1: "
+                        "one core each)")
+    parser.add_argument("--baseline-seeds", type=int, default=2, help="seeds of the default model (0 for none)")
     parser.add_argument("--out", default="runs/refit-path")
     args = parser.parse_args(argv)
     out, python = Path(args.out), sys.executable
@@ -64,21 +75,40 @@ def main(argv: list[str] | None = None) -> int:
                                   "--image-size", str(args.search_size), "--epochs", str(args.search_epochs)]),
         "refit": step("refit", [python, "-m", "search.refit", *common, "--top", str(args.top), "--seeds",
                                 str(args.seeds), "--image-size", str(args.refit_size), "--epochs",
-                                str(args.refit_epochs)]),
+                                str(args.refit_epochs), "--workers", str(args.refit_workers)]),
     }
     refit = f"{args.study}.refit"
-    exports = {"winner": out / "winner", "ensemble": out / "ensemble"}
-    minutes["export"] = step("export winner", [python, "-m", "search.export", "--study", refit, "--run-dir",
-                                               str(out / "runs"), "--out", str(exports["winner"])])
-    minutes["export"] += step("export ensemble", [python, "-m", "search.export", "--study", refit, "--run-dir",
-                                                  str(out / "runs"), "--out", str(exports["ensemble"]), "--ensemble"])
+    exports = {"winner": (out / "winner", []), "ensemble": (out / "ensemble", ["--ensemble", "winner"]),
+               "top ensemble": (out / "top-ensemble", ["--ensemble", "top"])}
+    minutes["export"] = 0.0
+    for name, (folder, flags) in exports.items():
+        minutes["export"] += step(f"export {name}", [python, "-m", "search.export", "--study", refit, "--run-dir",
+                                                     str(out / "runs"), "--out", str(folder), *flags])
     results = {}
-    for name, folder in exports.items():
-        evaluation = out / f"evaluation-{name}"
+    for name, (folder, _) in exports.items():
+        evaluation = out / f"evaluation-{folder.name}"
         minutes[f"evaluate {name}"] = step(f"evaluate {name}", [
             python, "-m", "polyp.evaluate", "--model", str(folder), "--data", f"kvasir={args.data}",
             "--test-list", args.test_list, "--out", str(evaluation)])
         results[name] = test_mdice(evaluation)
+    members = sorted(exports["ensemble"][0].glob("member-*"))  # the winner's runs (seeds, folds), each alone
+    for member in members:
+        evaluation = out / f"evaluation-ensemble-{member.name}"
+        step(f"evaluate {member.name}", [python, "-m", "polyp.evaluate", "--model", str(member), "--data",
+                                         f"kvasir={args.data}", "--test-list", args.test_list, "--out", str(evaluation)])
+        results[f"winner's {member.name}"] = test_mdice(evaluation)
+    for seed in range(args.baseline_seeds):
+        folder = out / f"default-seed{seed}"
+        if not (folder / "checkpoint").is_dir():  # resumes: a finished baseline is not trained again
+            minutes[f"default seed {seed}"] = step(f"default seed {seed}", [
+                python, "-m", "polyp.train", "--data", args.data, "--test-list", args.test_list, "--arch", "linknet",
+                "--encoder", "resnet34", "--image-size", str(args.refit_size), "--epochs", str(args.refit_epochs),
+                "--seed", str(seed), "--threads", str(args.threads * args.refit_workers), "--out", str(folder)])
+        evaluation = out / f"evaluation-default-seed{seed}"
+        step(f"evaluate default seed {seed}", [python, "-m", "polyp.evaluate", "--model", str(folder / "checkpoint"),
+                                               "--data", f"kvasir={args.data}", "--test-list", args.test_list,
+                                               "--out", str(evaluation)])
+        results[f"default Linknet-R34 seed {seed}"] = test_mdice(evaluation)
     print("\nminutes: " + ", ".join(f"{name} {value:.1f}" for name, value in minutes.items())
           + f"; total {sum(minutes.values()):.1f}")
     print("test mDice at the images' own sizes (PraNet Kvasir list): "
