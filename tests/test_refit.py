@@ -23,6 +23,7 @@ from polyp.checkpoint import load_checkpoint
 from polyp.data import Split, resolve_data_dir
 from polyp.evaluate.__main__ import main as evaluate_main
 from polyp.models.ensemble import Ensemble
+from polyp.onnx_export import export_onnx, onnx_max_difference
 from polyp.predict import Predictor
 from search.analyze import main as analyze_main
 from search.export import main as export_main
@@ -212,6 +213,25 @@ def test_ensemble_module_averages_probabilities():
     with torch.no_grad():
         expected = (torch.sigmoid(members[0](x)) + torch.sigmoid(members[1](x))) / 2
         assert torch.allclose(torch.sigmoid(Ensemble(members)(x)), expected, atol=1e-5)
+
+
+def test_confident_ensemble_keeps_its_logit_and_exports_to_onnx(tmp_path: Path):
+    members = [torch.nn.Conv2d(3, 1, 1), torch.nn.Conv2d(3, 1, 1)]
+    with torch.no_grad():
+        for scale, member in zip((8.0, 12.0), members, strict=True):  # logits of about -40..40: p near 0 and 1
+            member.weight.fill_(scale)
+            member.bias.fill_(1.0)
+    model = Ensemble(members).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        z = torch.stack([member(x) for member in members]).double()
+        expected = torch.logit(torch.sigmoid(z).mean(0))  # float64: the exact value where it is representable
+        got = model(x).double()
+    finite = expected.abs() < 30
+    assert finite.any() and torch.allclose(got[finite], expected[finite], atol=1e-4)
+    assert torch.isfinite(got).all() and (got.sign() == z.mean(0).sign()).all()
+    export_onnx(model, 16, tmp_path / "model.onnx")
+    assert onnx_max_difference(model, tmp_path / "model.onnx", 16) < 1e-3
 
 
 @pytest.mark.postgres

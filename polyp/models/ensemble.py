@@ -14,11 +14,11 @@ Example:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ENSEMBLE_KEY = "ensemble"  # the training.json key that makes a checkpoint folder an ensemble
 MEMBER_PREFIX = "member-"  # member-0/, member-1/, ...: one checkpoint folder per member
-PROBABILITY_EPS = 1e-6  # the mean probability is clamped to [eps, 1 - eps] before it is turned back into a logit
 
 
 class Ensemble(nn.Module):
@@ -29,5 +29,8 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        probabilities = torch.stack([torch.sigmoid(member(images).float()) for member in self.members]).mean(0)
-        return torch.logit(probabilities, eps=PROBABILITY_EPS)
+        logits = torch.stack([member(images).float() for member in self.members])
+        # logit(mean p) = log(sum p) - log(sum (1 - p)), with log p = -softplus(-z) and log(1 - p) = -softplus(z):
+        # exact where p is near 0 or 1, where sigmoid, mean and logit in float32 lose the logit (and the ONNX
+        # graph's sigmoid, one ulp off, would move it by far more than the export check allows)
+        return torch.logsumexp(-F.softplus(-logits), 0) - torch.logsumexp(-F.softplus(logits), 0)
