@@ -171,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         session = open_session(args, create=False)
         check_destination(out, session.run_dir)
         if args.ensemble:
+            ignored = [flag for flag, given in (("--trial", args.trial is not None), ("--retrain", args.retrain),
+                                                ("--epochs", args.epochs is not None),
+                                                ("--device", args.device is not None)) if given]
+            if ignored:
+                return fail(f"--ensemble exports refit runs as they are: {', '.join(ignored)} cannot go with it")
             return _ensemble_main(session, out, args.onnx, args.ensemble)
         trial = pick_trial(session.study, args.trial) if args.trial is not None else (
             best_winner_run(session) or pick_trial(session.study, None))

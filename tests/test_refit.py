@@ -194,6 +194,25 @@ def test_ensemble_needs_a_refit_study(searched, tmp_path: Path, capsys):
     study, out = searched
     assert export_main(["--study", str(study), "--run-dir", str(out), "--out", str(tmp_path / "e"), "--ensemble"]) == 2
     assert "is not a refit study" in capsys.readouterr().err
+    assert export_main(["--study", str(study), "--run-dir", str(out), "--out", str(tmp_path / "e"),
+                        "--ensemble", "--trial", "0"]) == 2
+    assert "--trial cannot go with it" in capsys.readouterr().err
+
+
+def test_ensemble_of_runs_that_expect_different_input_names_them(searched, tmp_path: Path, capsys):
+    study, out = searched
+    assert refit_main(_refit(study, out, "--top", "2", "--seeds", "1")) == 0
+    refit = _studies(out)[1]
+    changed = out / "tiny.refit" / f"trial-{refit.trials[1].number}" / "checkpoint" / "training.json"
+    training = json.loads(changed.read_text())
+    training["preprocessing"].update(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])  # as an EfficientNet-Lite run's
+    changed.write_text(json.dumps(training))
+    capsys.readouterr()
+    assert export_main(["--study", f"{study}.refit", "--run-dir", str(out), "--out", str(tmp_path / "e"),
+                        "--ensemble", "top"]) == 2
+    error = capsys.readouterr().err
+    assert f"run {refit.trials[1].number}: 64 px, mean (0.5, 0.5, 0.5)" in error and "expect different input" in error
+    assert not (tmp_path / "e").exists()
 
 
 @pytest.mark.slow  # the PostgreSQL test above runs two refit processes at once in the default run
