@@ -116,6 +116,9 @@ def refit_split(session: Session, source: Session, folds: int) -> Split:
     """The refit study's split: the source study's (same test images), with `folds` folds of the rest; written
     to the refit study's `split.json` once and read from there afterwards."""
     manifest = session.folder / "split.json"
+    if (manifest.is_file() and len(Split.load(manifest).folds) != folds
+            and not session.study.get_trials(deepcopy=False)):
+        manifest.unlink()  # other folds of a refused or abandoned command that trained nothing: dealt again below
     if manifest.is_file():
         split = Split.load(manifest)
         if len(split.folds) != folds:
@@ -155,28 +158,40 @@ def open_refit(args: argparse.Namespace) -> tuple[Session, Session]:
     source = open_session(source_args, create=False)
     given = {key: getattr(args, key) for key in ("top", "seeds", "folds", "image_size", "epochs")
              if getattr(args, key) is not None}
+    if given.get("image_size") is not None and (given["image_size"] < 32 or given["image_size"] % 32):
+        raise CommandLineError(f"--image-size {given['image_size']}: every configuration trains at this size; "
+                               f"use a multiple of 32 (the deepest encoders' stride), e.g. "
+                               f"{max(32, given['image_size'] - given['image_size'] % 32)}")
+    if given.get("epochs") is not None and given["epochs"] < 1:
+        raise CommandLineError(f"--epochs {given['epochs']}: must be at least 1")
     settings = RefitSettings(**{**source.spec.refit.__dict__, **given}).resolved(source.spec.base)
-    if settings.folds == 1 or settings.top < 1 or settings.seeds < 1:
+    if settings.folds == 1 or settings.folds < 0 or settings.top < 1 or settings.seeds < 1:
         raise CommandLineError("--top and --seeds must be at least 1, and --folds 0 (the study's split) or 2+")
     args.image_size, args.epochs = settings.image_size, settings.epochs
     spec = with_command_line(refit_study(source.spec, settings), args)
     check_imagenet_available(spec)  # before any run, as search.run does
     study = optuna.create_study(study_name=spec.name, storage=source.storage, direction="maximize",
                                 load_if_exists=True, pruner=build_pruner("none", spec))
-    record_run_data(study, spec.run.data, spec.run.test_list)
     wanted = {**settings.__dict__, "source_study": source.spec.name}
     stored = refit_settings(study)
-    if stored is None:
-        record_refit_settings(study, wanted)
-    elif {k: stored.get(k) for k in ("image_size", "epochs", "folds")} != {k: wanted[k] for k in ("image_size", "epochs", "folds")}:
+    fixed = ("image_size", "epochs", "folds")
+    if stored is not None and study.get_trials(deepcopy=False) and (
+            {k: stored.get(k) for k in fixed} != {k: wanted[k] for k in fixed}):
         raise CommandLineError(
             f"study {spec.name} already holds refit runs at {stored.get('image_size')} px, {stored.get('epochs')} "
             f"epochs, {stored.get('folds') or 'no'} folds; give the same --image-size/--epochs/--folds to go on, or "
             f"another --storage/--out for other settings")
-    elif (stored.get("top"), stored.get("seeds")) != (settings.top, settings.seeds):
-        record_refit_settings(study, wanted)  # more (or fewer) configurations or seeds: the same runs, extended
     session = Session(spec, source.run_dir, source.storage_url, source.storage, study, source.artifacts)
     return source, session
+
+
+def record_refit(session: Session, source: Session) -> None:
+    """Stores the refit's settings and data on its study: once its plan and split stand, so that a refused
+    command leaves nothing behind (a larger --top or --seeds later extends the same runs)."""
+    record_run_data(session.study, session.spec.run.data, session.spec.run.test_list)
+    wanted = {**session.spec.refit.__dict__, "source_study": source.spec.name}
+    if refit_settings(session.study) != wanted:
+        record_refit_settings(session.study, wanted)
 
 
 def print_run(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -221,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = run_plan(refit_sources(source.study, settings.top), settings)
         split = refit_split(session, source, settings.folds)
         data = load_data(session)
+        record_refit(session, source)
         workers = plan_workers(args, sys.argv[1:] if argv is None else argv, session.spec.base) if args.workers != 1 else None
     except USER_ERRORS as error:
         return fail(str(error))

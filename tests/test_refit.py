@@ -105,6 +105,24 @@ def test_refit_with_other_size_on_the_same_storage_is_refused(searched, capsys):
     assert "already holds refit runs at 64 px" in capsys.readouterr().err
 
 
+def test_a_refused_refit_stores_nothing_and_bad_sizes_are_refused(searched, capsys):
+    study, out = searched
+    assert refit_main(_refit(study, out, "--top", "1", "--seeds", "1", "--folds", "500")) == 2
+    assert "500 folds need 2.." in capsys.readouterr().err
+    assert refit_main(_refit(study, out, "--top", "1", "--seeds", "1", "--folds", "-2")) == 2
+    argv = _refit(study, out, "--top", "1", "--seeds", "1")
+    argv[argv.index("--image-size") + 1] = "100"
+    assert refit_main(argv) == 2
+    assert "--image-size 100" in capsys.readouterr().err
+    argv[argv.index("--image-size") + 1] = "64"
+    argv[argv.index("--epochs") + 1] = "0"
+    assert refit_main(argv) == 2
+    refit = _studies(out)[1]
+    assert not refit.trials and "refit_settings" not in refit.user_attrs  # nothing kept from the refused runs
+    assert refit_main(_refit(study, out, "--top", "1", "--seeds", "1", "--folds", "2")) == 0  # other folds: fine
+    assert len(_studies(out)[1].trials) == 2
+
+
 def test_refit_of_a_study_without_complete_trials_says_so(tmp_path: Path, capsys):
     study = write_study(tmp_path, copy.deepcopy(TINY_STUDY))
     out = tmp_path / "runs"
