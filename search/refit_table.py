@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import spearmanr
 
-from search.record import TrialRecord, format_number
+from search.record import TrialRecord, format_number, refit_settings
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,12 @@ class RefitRow:
     val: list[float]  # each complete run's best validation mDice
     test: list[float]  # each complete run's test mDice (at the training size, the trainer's measure)
     trials: list[int]  # the refit study's trial numbers of the complete runs, in the same order
+    planned: int = 0  # runs the refit settings ask for (seeds x folds); 0 = not known
+
+    @property
+    def complete(self) -> bool:
+        """Whether every planned run has finished (a failed or missing run leaves the configuration incomplete)."""
+        return self.runs >= self.planned
 
     @property
     def val_mean(self) -> float | None:
@@ -49,6 +55,8 @@ class RefitRow:
 
 def refit_rows(refit: optuna.Study) -> list[RefitRow]:
     """A row per source configuration of the refit study, in the order of the search's value (best first)."""
+    settings = refit_settings(refit) or {}
+    planned = settings.get("seeds", 0) * max(settings.get("folds", 0), 1)
     groups: dict[int, list[FrozenTrial]] = {}
     for trial in refit.get_trials(deepcopy=False):
         source = TrialRecord.of(trial).refit_source
@@ -63,7 +71,7 @@ def refit_rows(refit: optuna.Study) -> list[RefitRow]:
         rows.append(RefitRow(source, records[0].refit_source_value, described, len(complete),
                              [r.value for r in complete],
                              [r.test["mdice"] for r in complete if "mdice" in r.test],
-                             [r.number for r in complete]))
+                             [r.number for r in complete], planned))
     return sorted(rows, key=lambda row: -(row.search_value or 0.0))
 
 
@@ -79,9 +87,11 @@ def rank_correlation(rows: list[RefitRow]) -> float | None:
 
 
 def winner(rows: list[RefitRow]) -> RefitRow | None:
-    """The configuration with the best mean validation mDice (never chosen by test)."""
+    """The configuration with the best mean validation mDice (never chosen by test), among those with all their
+    planned runs when any has them: a mean over the seeds that happened to finish favours unstable ones."""
     scored = [row for row in rows if row.val_mean is not None]
-    return max(scored, key=lambda row: row.val_mean) if scored else None
+    candidates = [row for row in scored if row.complete] or scored
+    return max(candidates, key=lambda row: row.val_mean) if candidates else None
 
 
 def _mean_std(mean: float | None, std: float | None) -> str:
@@ -98,6 +108,12 @@ def refit_table(rows: list[RefitRow]) -> str:
         lines.append(f"{row.source:>5}  {format_number(row.search_value):>10}  {row.runs:>4}  "
                      f"{_mean_std(row.val_mean, row.val_std):>17}  {_mean_std(row.test_mean, row.test_std):>17}  "
                      f"{row.settings}{mark}")
+    incomplete = [row for row in rows if not row.complete]
+    if incomplete:
+        lines.append("not all runs finished (failed, running or not started): " + ", ".join(
+            f"trial {row.source}'s configuration {row.runs} of {row.planned}" for row in incomplete)
+            + ("; the winner is chosen among the configurations with all their runs"
+               if any(row.complete and row.val for row in rows) else ""))
     rho = rank_correlation(rows)
     lines.append(f"Spearman's rho between the search's ranking and the refit's (mean validation mDice): "
                  f"{'n/a (fewer than 2 configurations with complete runs)' if rho is None else f'{rho:.2f}'}")

@@ -29,7 +29,7 @@ from search.analyze import main as analyze_main
 from search.export import main as export_main
 from search.record import TrialRecord
 from search.refit import main as refit_main
-from search.refit_table import RefitRow, rank_correlation, winner
+from search.refit_table import RefitRow, rank_correlation, refit_table, winner
 from search.run import main as run_main
 from search.storage import default_storage_url
 from search.studies import RefitSettings, StudyError, load_study
@@ -154,6 +154,9 @@ def test_winner_is_chosen_by_validation_never_by_test():
     assert rank_correlation([by_val, by_test]) == pytest.approx(-1.0)
     flat = RefitRow(3, 0.60, "c", 2, [0.70, 0.70], [0.6, 0.6], [4, 5])
     assert rank_correlation([by_val, by_test, flat]) == pytest.approx(0.5)
+    lucky = RefitRow(4, 0.65, "d", 1, [0.95], [0.9], [6], planned=2)  # its other seed failed
+    assert winner([by_val, lucky]) is by_val and winner([lucky]) is lucky
+    assert "trial 4's configuration 1 of 2; the winner is chosen among" in refit_table([by_val, lucky])
 
 
 def test_analyze_reports_the_refit_study_per_configuration(searched, capsys):
