@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 
 from polyp.checkpoint import CheckpointError
 from polyp.io import write_text
+from search.ensemble_export import best_winner_run
 from search.options import USER_ERRORS, add_study_options, fail
 from search.record import refit_settings
 from search.refit_table import refit_csv, refit_rows, refit_table
@@ -58,6 +59,9 @@ def write_report(session: Session, top: int = 3, gradcam: bool = False) -> Repor
     for trial in trials:
         counts[trial.state.name] += 1
     best = top_trials(study, top)
+    headline = best_winner_run(session) if best else None  # a refit study: the winner's best run comes first
+    if headline is not None:
+        best = [headline, *[t for t in best if t.number != headline.number]][:top]
     parts = ReportParts(spec.name, spec.description, counts, safe_url(session.storage_url), best)
     best_number = best[0].number if best else None
     title = f"study {spec.name}"
@@ -115,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         print(parts.refit)
     own = parts.test_own_size
     if own:
-        print(f"trial {parts.top[0].number} on the test split at the images' own sizes {describe(own)}")
+        which = " (the refit winner's best run)" if parts.refit else ""
+        print(f"trial {parts.top[0].number}{which} on the test split at the images' own sizes {describe(own)}")
     print(f"report: {index}")
     if parts.message:
         print(f"error: {parts.message}", file=sys.stderr)

@@ -29,7 +29,7 @@ from search.analyze import main as analyze_main
 from search.export import main as export_main
 from search.record import TrialRecord
 from search.refit import main as refit_main
-from search.refit_table import RefitRow, rank_correlation, refit_table, winner
+from search.refit_table import RefitRow, rank_correlation, refit_rows, refit_table, winner
 from search.run import main as run_main
 from search.storage import default_storage_url
 from search.studies import RefitSettings, StudyError, load_study
@@ -168,6 +168,10 @@ def test_analyze_reports_the_refit_study_per_configuration(searched, capsys):
     csv = (out / "tiny.refit" / "report" / "refit.csv").read_text().splitlines()
     assert csv[0].startswith("source_trial,search_val_mdice,runs,refit_val_mdice_mean") and len(csv) == 3
     assert "Refit: each configuration" in (out / "tiny.refit" / "report" / "index.html").read_text()
+    refit = _studies(out)[1]
+    best = winner(refit_rows(refit))
+    winning_run = max((t for t in refit.trials if t.number in best.trials), key=lambda t: t.value)
+    assert f"trial {winning_run.number} (the refit winner's best run) on the test split" in printed
 
 
 def test_export_of_a_refit_study_gives_the_winner_and_its_ensemble(searched, tmp_path: Path, capsys):
