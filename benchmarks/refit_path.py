@@ -4,8 +4,8 @@
 2. `search.refit` of its top configurations at the refit size and length, with several seeds;
 3. `search.export` of the winner's best run, of all its runs as one ensemble (`--ensemble`) and of the best run
    of each refit configuration as one ensemble (`--ensemble top`);
-4. `polyp.evaluate` of the three exports, and of each of the winner's runs alone (the ensemble's members), on
-   the PraNet test list at the images' own sizes;
+4. `polyp.evaluate` of the three exports, and of every refit run alone (each configuration's seeds), on the
+   PraNet test list at the images' own sizes;
 5. the comparison: the README's default model (`polyp.train --arch linknet --encoder resnet34`, from scratch) at
    the refit's size and length, `--baseline-seeds` seeds, evaluated the same way.
 
@@ -30,6 +30,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import optuna
+
+from search.record import TrialRecord
+from search.storage import default_storage_url
 
 
 def step(name: str, command: list[str]) -> float:
@@ -91,12 +96,17 @@ def main(argv: list[str] | None = None) -> int:
             python, "-m", "polyp.evaluate", "--model", str(folder), "--data", f"kvasir={args.data}",
             "--test-list", args.test_list, "--out", str(evaluation)])
         results[name] = test_mdice(evaluation)
-    members = sorted(exports["ensemble"][0].glob("member-*"))  # the winner's runs (seeds, folds), each alone
-    for member in members:
-        evaluation = out / f"evaluation-ensemble-{member.name}"
-        step(f"evaluate {member.name}", [python, "-m", "polyp.evaluate", "--model", str(member), "--data",
+    runs = sorted((out / "runs" / refit).glob("trial-*/checkpoint"), key=lambda path: int(path.parent.name[6:]))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    records = {t.number: TrialRecord.of(t) for t in optuna.load_study(
+        study_name=refit, storage=default_storage_url(out / "runs")).get_trials(deepcopy=False)}
+    for checkpoint in runs:  # every refit run alone (each configuration's seeds, folds)
+        trial = checkpoint.parent.name
+        record = records[int(trial[6:])]
+        evaluation = out / f"evaluation-refit-{trial}"
+        step(f"evaluate refit {trial}", [python, "-m", "polyp.evaluate", "--model", str(checkpoint), "--data",
                                          f"kvasir={args.data}", "--test-list", args.test_list, "--out", str(evaluation)])
-        results[f"winner's {member.name}"] = test_mdice(evaluation)
+        results[f"refit {trial} (search trial {record.refit_source}, seed {record.refit_seed})"] = test_mdice(evaluation)
     for seed in range(args.baseline_seeds):
         folder = out / f"default-seed{seed}"
         if not (folder / "checkpoint").is_dir():  # resumes: a finished baseline is not trained again
