@@ -15,11 +15,11 @@ evaluations); running it again resumes where it stopped. The choice of the winne
 
     .venv/bin/python benchmarks/refit_path.py --data ../shared/data/kvasir-seg \
         --test-list ../shared/data/splits/pranet_test_kvasir.txt --study pretrained --trials 7 \
-        --search-size 96 --search-epochs 8 --top 3 --seeds 2 --refit-size 128 --refit-epochs 8 \
+        --search-size 96 --search-epochs 8 --top 2 --seeds 2 --refit-size 128 --refit-epochs 8 \
         --threads 1 --refit-workers 2
 
-(the settings of the README's figures: what fits in about two hours on a 2-core machine with this study's
-encoders; the issue's example of 160 px and 25 epochs takes several times that there).
+(the settings of the README's figures: what fitted in about 1.5 hours on a 2-core machine with this study's
+EfficientNet-Lite2 U-Nets; 160 px and 25 epochs take several times that there).
 """
 
 from __future__ import annotations
