@@ -57,7 +57,7 @@ from search.run import next_steps
 from search.samplers import build_pruner
 from search.session import Session, load_data, open_session
 from search.storage import StudyLock
-from search.studies import RefitSettings, StudyError, refit_study
+from search.studies import RefitSettings, StudyError, refit_problem, refit_study
 from search.trial_loop import TAKEN, interrupt_on_signals, run_until, top_trials, trial_line
 from search.workers import add_worker_options, plan_workers, run_workers
 
@@ -158,15 +158,13 @@ def open_refit(args: argparse.Namespace) -> tuple[Session, Session]:
     source = open_session(source_args, create=False)
     given = {key: getattr(args, key) for key in ("top", "seeds", "folds", "image_size", "epochs")
              if getattr(args, key) is not None}
-    if given.get("image_size") is not None and (given["image_size"] < 32 or given["image_size"] % 32):
-        raise CommandLineError(f"--image-size {given['image_size']}: every configuration trains at this size; "
-                               f"use a multiple of 32 (the deepest encoders' stride), e.g. "
-                               f"{max(32, given['image_size'] - given['image_size'] % 32)}")
-    if given.get("epochs") is not None and given["epochs"] < 1:
-        raise CommandLineError(f"--epochs {given['epochs']}: must be at least 1")
-    settings = RefitSettings(**{**source.spec.refit.__dict__, **given}).resolved(source.spec.base)
-    if settings.folds == 1 or settings.folds < 0 or settings.top < 1 or settings.seeds < 1:
-        raise CommandLineError("--top and --seeds must be at least 1, and --folds 0 (the study's split) or 2+")
+    merged = RefitSettings(**{**source.spec.refit.__dict__, **given})
+    problem = next(((key, "must be at least 1") for key in ("image_size", "epochs") if given.get(key) == 0),
+                   None) or refit_problem(merged)  # 0 (derive from the study) is for the [refit] table only
+    if problem:
+        key, why = problem
+        raise CommandLineError(f"--{key.replace('_', '-')} {getattr(merged, key)}: {why}")
+    settings = merged.resolved(source.spec.base)
     args.image_size, args.epochs = settings.image_size, settings.epochs
     spec = with_command_line(refit_study(source.spec, settings), args)
     check_imagenet_available(spec)  # before any run, as search.run does

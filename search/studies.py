@@ -151,19 +151,27 @@ def _check_table(table: dict, settings_class: type, name: str, where: str) -> No
             raise StudyError(f"{where}[{name}].{key}: expected {expected.__name__}, got {value!r}")
 
 
+def refit_problem(settings: RefitSettings) -> tuple[str, str] | None:
+    """The first of `settings` that breaks a rule, as (key, why); None when they all hold. The `[refit]` table
+    and `search.refit`'s flags share these rules."""
+    for key in ("top", "seeds"):
+        if getattr(settings, key) < 1:
+            return key, f"{getattr(settings, key)} must be at least 1"
+    for key in ("folds", "image_size", "epochs"):
+        if getattr(settings, key) < 0:
+            return key, f"{getattr(settings, key)} is negative"
+    if settings.folds == 1:
+        return "folds", "1 fold leaves nothing to validate on; use 0 (the study's split) or 2+"
+    if settings.image_size and (problem := check_image_size(settings.image_size, 5)):
+        return "image_size", problem  # one size for every configuration: the deepest encoders' stride
+    return None
+
+
 def _refit_settings(table: dict, where: str) -> RefitSettings:
     _check_table(table, RefitSettings, "refit", where)
     settings = RefitSettings(**table)
-    for key in ("top", "seeds"):
-        if getattr(settings, key) < 1:
-            raise StudyError(f"{where}[refit].{key}: {getattr(settings, key)} must be at least 1")
-    for key in ("folds", "image_size", "epochs"):
-        if getattr(settings, key) < 0:
-            raise StudyError(f"{where}[refit].{key}: {getattr(settings, key)} is negative")
-    if settings.folds == 1:
-        raise StudyError(f"{where}[refit].folds: 1 fold leaves nothing to validate on; use 0 (the study's split) or 2+")
-    if settings.image_size and (problem := check_image_size(settings.image_size, 5)):
-        raise StudyError(f"{where}[refit].image_size: {problem}")
+    if problem := refit_problem(settings):
+        raise StudyError(f"{where}[refit].{problem[0]}: {problem[1]}")
     return settings
 
 
