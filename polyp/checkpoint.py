@@ -176,6 +176,18 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, CheckpointInfo]:
     return model.eval(), info
 
 
+def same_input(members: list[str | Path], labels: list[str] | None = None) -> list[CheckpointInfo]:
+    """The members' infos, once it is sure they expect the same input (image size, mean, std), as one ensemble
+    needs; else CheckpointError listing each member's input under its label (default: its folder)."""
+    infos = [read_info(member) for member in members]
+    inputs = [(info.image_size, tuple(info.mean), tuple(info.std)) for info in infos]
+    if len(set(inputs)) > 1:
+        listed = "; ".join(f"{label}: {size} px, mean {mean}, std {std}"
+                           for label, (size, mean, std) in zip(labels or map(str, members), inputs, strict=True))
+        raise CheckpointError(f"ensemble members expect different input ({listed})")
+    return infos
+
+
 def save_ensemble(members: list[str | Path], folder: str | Path, member_facts: list[dict] | None = None,
                   extra: dict[str, Any] | None = None) -> Path:
     """Copies checkpoint folders into one ensemble folder, atomically (a temporary folder renamed at the end).
@@ -196,10 +208,7 @@ def save_ensemble(members: list[str | Path], folder: str | Path, member_facts: l
     """
     if len(members) < 2:
         raise CheckpointError(f"an ensemble needs at least 2 members, got {len(members)}")
-    infos = [read_info(member) for member in members]
-    inputs = {(info.image_size, tuple(info.mean), tuple(info.std)) for info in infos}
-    if len(inputs) > 1:
-        raise CheckpointError(f"ensemble members expect different input (image size, mean, std): {sorted(inputs)}")
+    infos = same_input(members)
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))

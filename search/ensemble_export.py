@@ -17,7 +17,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from polyp.checkpoint import load_checkpoint, read_info, save_ensemble
+from polyp.checkpoint import CheckpointError, load_checkpoint, same_input, save_ensemble
 from polyp.models.ensemble import Ensemble
 from search.artifacts import checkpoint_folder
 from search.record import TrialRecord, refit_settings
@@ -79,14 +79,11 @@ def export_ensemble(session: Session, out: Path, kind: str = "winner") -> tuple[
             if folder is None:
                 raise StudyError(f"run {trial.number} of {session.spec.name} kept no checkpoint")
             folders.append(Path(folder))
-        infos = [read_info(folder) for folder in folders]
-        inputs = {trial.number: (info.image_size, tuple(info.mean), tuple(info.std)) for trial, info in zip(runs, infos, strict=True)}
-        if len(set(inputs.values())) > 1:
-            listed = "; ".join(f"run {number}: {size} px, mean {mean}, std {std}"
-                               for number, (size, mean, std) in inputs.items())
-            raise StudyError(f"the runs of {session.spec.name} expect different input ({listed}): one ensemble takes "
-                             f"one input; export --ensemble winner (one configuration) or a single run instead")
-        info = infos[0]
+        try:  # before any member is loaded or scored
+            info = same_input(folders, [f"run {trial.number}" for trial in runs])[0]
+        except CheckpointError as error:
+            raise StudyError(f"{session.spec.name}: {error}; export --ensemble winner (one configuration) or a "
+                             f"single run instead") from None
         model = Ensemble([load_checkpoint(folder)[0] for folder in folders]).eval()
         records = [TrialRecord.of(trial) for trial in runs]
         members = [{"trial": r.number, "source_trial": r.refit_source, "seed": r.refit_seed, "fold": r.refit_fold,
