@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 from scipy.stats import spearmanr
 
-from search.studies import STUDIES_DIR, load_study
+from search.study.definition import STUDIES_DIR, load_study
 
 
 def part_of(data: Path, test_list: Path, others: int, folder: Path) -> Path:

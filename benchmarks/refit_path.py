@@ -33,8 +33,8 @@ from pathlib import Path
 
 import optuna
 
-from search.record import TrialRecord
-from search.storage import default_storage_url
+from search.engine.record import TrialRecord
+from search.engine.storage import default_storage_url
 
 
 def step(name: str, command: list[str]) -> float:

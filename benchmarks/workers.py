@@ -21,8 +21,8 @@ from pathlib import Path
 import optuna
 
 from polyp.data import prepare_data
-from search.space import suggest
-from search.studies import load_study
+from search.study.definition import load_study
+from search.study.space import suggest
 
 FIELDS = ("arch", "encoder", "encoder_depth", "lr", "loss")  # the demo study's searched fields
 

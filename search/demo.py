@@ -1,5 +1,8 @@
 """`make demo`: the search on the demo study with synthetic images, its report, and the best model exported.
 
+It runs the commands a user would type (`search.run`, `search.analyze`, `search.export`), one after the other,
+each as its own process.
+
 Example:
     python -m search.demo --out runs
 """
@@ -7,36 +10,38 @@ Example:
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 
+def _command(module: str, *flags: str) -> int:
+    """Runs `python -m module flags...` with this interpreter; its output goes where ours goes."""
+    return subprocess.run([sys.executable, "-m", module, *flags], check=False).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the demo search, analyse it and export the best model.")
-    parser.add_argument("--out", default="runs", help="run folder (default runs/)")
+    parser.add_argument("--out", default="runs", help="the demo's folder: its run folder, report and exported "
+                        "model (default runs/)")
     parser.add_argument("--n-trials", type=int, default=8, help="finished trials of the demo study")
     parser.add_argument("--epochs", type=int, help="epochs per trial (default: the demo study's)")
     args = parser.parse_args(argv)
-    from search import analyze, export, run
-
     started = time.perf_counter()
-    study = ["--study", "demo"]
+    study = ["--study", "demo", "--run-dir", args.out]
     epochs = ["--epochs", str(args.epochs)] if args.epochs else []
-    code = run.main([*study, "--n-trials", str(args.n_trials), "--data", "synthetic", "--out", args.out, *epochs])
-    if code:
-        return code
-    code = analyze.main([*study, "--out", args.out])
-    if code:
-        return code
     model_dir = Path(args.out) / "demo" / "best-model"
-    code = export.main([*study, "--run-dir", args.out, "--out", str(model_dir)])
-    if code:
-        return code
+    for module, flags in (("search.run", [*study, "--n-trials", str(args.n_trials), "--data", "synthetic", *epochs]),
+                          ("search.analyze", study), ("search.export", [*study, "--out", str(model_dir)])):
+        sys.stdout.flush()
+        code = _command(module, *flags)
+        if code:
+            return code
     report = Path(args.out) / "demo" / "report" / "index.html"
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s. Open next:")
     print(f"  the report:      {report}")
-    print(f"  the dashboard:   .venv/bin/python -m search.dashboard --study demo --out {args.out}")
+    print(f"  the dashboard:   .venv/bin/python -m search.dashboard --study demo --run-dir {args.out}")
     print(f"  the best model:  {model_dir}  (try: .venv/bin/python -m polyp.predict --model {model_dir} "
           f"--input <image or folder> --out predictions/)")
     print(f"  a web page:      .venv/bin/python -m polyp.serve --model {model_dir} --examples synthetic")

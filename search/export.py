@@ -2,157 +2,41 @@
 `segmentation_models_pytorch.from_pretrained` load: config.json, model.safetensors, training.json (the
 TrainConfig, validation and test metrics, study, trial, preprocessing), and with --onnx a checked model.onnx.
 
-A trial that kept no checkpoint (pruned or failed) is refused unless --retrain trains its config again.
+A trial that kept no checkpoint (pruned or failed) is refused unless --retrain trains its config again. The
+study's run folder (where its checkpoints are) is found from the study unless --run-dir names it; --out is
+the export folder.
 
 Example:
-    python -m search.export --study demo --run-dir runs --out exported/demo-best --onnx
-    python -m search.export --study demo --run-dir runs --trial 3 --retrain --out exported/demo-trial-3
+    python -m search.export --study demo --out exported/demo-best --onnx
+    python -m search.export --study demo --trial 3 --retrain --out exported/demo-trial-3
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
-from torch import nn
 
-from polyp.checkpoint import (
-    CONFIG_FILE,
-    TRAINING_FILE,
-    WEIGHTS_FILE,
-    load_checkpoint,
-    save_checkpoint,
+from polyp.checkpoint import load_checkpoint
+from search.cli import USER_ERRORS, add_study_options, fail, study_request
+from search.engine.session import Session, open_session
+from search.results.checkpoint_export import (
+    ONNX_FILE,
+    ONNX_TOLERANCE,
+    check_destination,
+    export_trial,
+    pick_trial,
+    write_onnx,
 )
-from polyp.config import TrainConfig, parse_config
-from polyp.models import input_normalization
-from polyp.models.ensemble import MEMBER_PREFIX
-from polyp.train import fit
-from search.artifacts import checkpoint_folder
-from search.ensemble_export import ENSEMBLE_KINDS, best_winner_run, export_ensemble
-from search.forced import forced_settings
-from search.options import USER_ERRORS, CommandLineError, add_study_options, fail
-from search.outputs import trial_dir
-from search.record import TrialRecord
-from search.session import Session, load_data, open_session
-from search.space import suggest
-from search.storage import safe_url
-from search.studies import StudyError
-from search.test_scores import describe, score_test_split
-
-ONNX_FILE = "model.onnx"
-ONNX_TOLERANCE = 1e-3  # largest |onnxruntime - PyTorch| logit difference accepted
-EXPORT_FILES = {CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE, ONNX_FILE}
-
-
-class NoCheckpoint(StudyError):
-    """The trial to export kept no checkpoint and --retrain was not given."""
-
-
-def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
-    """Trial `number`, or the complete trial with the highest value."""
-    trials = study.get_trials(deepcopy=False)
-    if number is None:
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        if not complete:
-            states = ", ".join(f"{sum(t.state == s for t in trials)} {s.name.lower()}" for s in TrialState)
-            raise StudyError(f"study {study.study_name} has no complete trial to export ({states}); "
-                             f"name one with --trial N (and --retrain if it kept no checkpoint)")
-        return max(complete, key=lambda t: t.value)
-    for trial in trials:
-        if trial.number == number:
-            return trial
-    raise StudyError(f"study {study.study_name} has no trial {number} (it has {len(trials)} trials, 0..{len(trials) - 1})")
-
-
-def _export_file(path: Path) -> bool:
-    """Whether `path` is one of the files (or ensemble members) an export writes."""
-    return path.name in EXPORT_FILES or (path.is_dir() and path.name.startswith(MEMBER_PREFIX))
-
-
-def check_destination(out: Path, run_dir: Path) -> None:
-    """Refuses a destination that is not new, empty, or an earlier export (it would be replaced whole)."""
-    if out.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:
-        raise CommandLineError(f"--out {out}: would replace the run folder {run_dir}; choose a new folder")
-    if out.exists():
-        if not out.is_dir():
-            raise CommandLineError(f"--out {out}: is a file; choose a folder")
-        others = sorted(p.name for p in out.iterdir() if not _export_file(p))
-        if others:
-            raise CommandLineError(f"--out {out}: exists and holds other files ({', '.join(others[:3])}); "
-                             f"exporting replaces the folder whole, so choose a new or empty one")
-
-
-def trial_config(session: Session, trial: FrozenTrial) -> TrainConfig:
-    """The config the trial trained: stored by the objective, else rebuilt from its params."""
-    stored = TrialRecord.of(trial).config
-    if stored:
-        return parse_config(stored)
-    return suggest(optuna.trial.FixedTrial(trial.params), session.spec)
-
-
-def retrain(session: Session, trial: FrozenTrial, overrides: dict) -> tuple[nn.Module, TrainConfig, dict]:
-    """Trains the trial's config again on the study's data and split; returns model, config, metrics."""
-    cfg = parse_config(overrides, base=trial_config(session, trial))
-    print(f"retraining trial {trial.number}'s config for {cfg.epochs} epochs ({cfg.arch}/{cfg.encoder}, {cfg.image_size} px)",
-          flush=True)
-    result = fit(cfg, load_data(session))
-    if result.status == "diverged" or not result.best_epoch:
-        raise StudyError(f"retraining trial {trial.number} produced no model: {result.reason or 'no epoch finished'}")
-    return result.model, cfg, {"val": result.best_val, "test": result.test}
-
-
-def kept_model(session: Session, trial: FrozenTrial) -> tuple[nn.Module, TrainConfig, dict]:
-    """The trial's own checkpoint (its folder here, else its artifacts); NoCheckpoint if it kept none."""
-    with checkpoint_folder(session.artifacts, session.run_dir, session.spec.name, trial) as folder:
-        if folder is None:
-            local = trial_dir(session.run_dir, session.spec.name, trial.number) / "checkpoint"
-            raise NoCheckpoint(f"trial {trial.number} of study {session.spec.name} ({trial.state.name.lower()}) kept "
-                               f"no checkpoint (only complete trials keep one; looked in {local} and the artifact "
-                               f"store); add --retrain to train its config again and export that")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # smp warns about mismatched keys before load_checkpoint explains them
-            model, info = load_checkpoint(folder)
-    record = TrialRecord.of(trial)
-    metrics = info.extra.get("metrics") or {"val": record.val, "test": record.test}
-    return model, info.config, metrics
-
-
-def export_trial(session: Session, trial: FrozenTrial, out: Path, retrain_missing: bool,
-                 overrides: dict) -> tuple[nn.Module, TrainConfig, dict]:
-    """Writes the trial's model into `out` (config.json, model.safetensors, training.json)."""
-    try:
-        model, cfg, metrics = kept_model(session, trial)
-        source = f"trial {trial.number}'s checkpoint"
-    except NoCheckpoint:
-        if not retrain_missing:
-            raise
-        model, cfg, metrics = retrain(session, trial, overrides)
-        source = "retrained by search.export --retrain"
-    metrics = {**metrics, "test_own_size": score_test_split(session, model, cfg.image_size,
-                                                                     input_normalization(cfg))}
-    facts = {"metrics": metrics, "study": session.spec.name, "trial": trial.number, "trial_state": trial.state.name,
-             "trial_value": trial.value, "storage": safe_url(session.storage_url), "source": source,
-             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    save_checkpoint(model, cfg, out, facts)
-    return model.eval(), cfg, facts
-
-
-def write_onnx(model: nn.Module, out: Path, image_size: int) -> float:
-    """Writes `out/model.onnx` and returns the largest difference from PyTorch on a sample input."""
-    from polyp.onnx_export import export_onnx, onnx_max_difference
-
-    export_onnx(model, image_size, out / ONNX_FILE)
-    return onnx_max_difference(model, out / ONNX_FILE, image_size)
+from search.results.ensembles import ENSEMBLE_KINDS, best_winner_run, export_ensemble
+from search.results.split_scores import describe
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Export the best trial (or trial N) of a study as a checkpoint folder.")
-    add_study_options(parser, run_dir_flag="--run-dir")
+    add_study_options(parser, old_out=False)
     parser.add_argument("--out", required=True, help="export folder (new, empty, or an earlier export: it is replaced)")
     parser.add_argument("--trial", type=int, help="trial number (default: the best complete trial)")
     parser.add_argument("--retrain", action="store_true", help="train the trial's config again if it kept no checkpoint")
@@ -166,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = Path(args.out)
-    overrides = forced_settings(args)  # --epochs, --device: for --retrain
     try:
-        session = open_session(args, create=False)
+        request = study_request(args, "search.export")
+        overrides = request.settings.training  # --epochs, --device: for --retrain
+        session = open_session(request, create=False)
         check_destination(out, session.run_dir)
         if args.ensemble:
             ignored = [flag for flag, given in (("--trial", args.trial is not None), ("--retrain", args.retrain),

@@ -16,8 +16,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search.engine.storage import default_storage_url, open_storage
 from search.run import main as run_main
-from search.storage import default_storage_url, open_storage
 
 STUDY = "mini"
 TRIALS = 6
@@ -106,7 +106,7 @@ def build(root: Path) -> FakeStudy:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # TPE's `group`
                 warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
-                code = run_main(["--study", str(toml), "--n-trials", str(TRIALS), "--out", str(run_dir), "--quiet",
+                code = run_main(["--study", str(toml), "--n-trials", str(TRIALS), "--run-dir", str(run_dir), "--quiet",
                                  "--trainer", "search.testing:fake_fit"])
                 assert code == 0
                 _add_study_without_complete_trials(run_dir)

@@ -15,8 +15,8 @@ from typing import Any
 import optuna
 import pytest
 
-import search.outputs
-from search.studies import STUDIES_DIR, StudySpec, parse_study
+import search.engine.outputs
+from search.study.definition import STUDIES_DIR, StudySpec, parse_study
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -120,5 +120,5 @@ def fast_pictures(monkeypatch: pytest.MonkeyPatch) -> None:
     The files still exist under their names, so every output path is exercised; test_objective.py checks
     the real pictures once.
     """
-    monkeypatch.setattr(search.outputs, "loss_curve", _stub_loss_curve)
-    monkeypatch.setattr(search.outputs, "prediction_sheet", _stub_prediction_sheet)
+    monkeypatch.setattr(search.engine.outputs, "loss_curve", _stub_loss_curve)
+    monkeypatch.setattr(search.engine.outputs, "prediction_sheet", _stub_prediction_sheet)

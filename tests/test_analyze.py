@@ -27,7 +27,7 @@ def report(study, tmp_path_factory):
         patch.setenv("POLYP_CACHE", str(study.cache))
         capture = tmp_path_factory.mktemp("analyze-output") / "stdout.txt"
         with capture.open("w") as handle, redirect_stdout(handle):
-            code = main(["--study", str(study.toml), "--out", str(study.run_dir), "--top", "2", "--gradcam"])
+            code = main(["--study", str(study.toml), "--run-dir", str(study.run_dir), "--top", "2", "--gradcam"])
     return {"code": code, "folder": study.run_dir / "mini" / "report", "stdout": capture.read_text()}
 
 
@@ -76,7 +76,7 @@ def test_loss_curves_tell_pruned_trials_apart(report, study):
 def test_a_study_without_a_complete_trial_says_so(study, tmp_path, capsys):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("POLYP_CACHE", str(study.cache))
-        code = main(["--study", str(study.toml.with_name("nothing-complete.toml")), "--out", str(study.run_dir)])
+        code = main(["--study", str(study.toml.with_name("nothing-complete.toml")), "--run-dir", str(study.run_dir)])
     error = capsys.readouterr().err
     assert code == 1
     assert "has no finished (complete) trial yet (0 pruned, 1 failed, 1 running, 0 waiting)" in error
@@ -91,5 +91,5 @@ def test_a_study_without_a_complete_trial_says_so(study, tmp_path, capsys):
 def test_an_unknown_study_is_refused_with_the_known_ones(study, tmp_path, capsys):
     toml = tmp_path / "elsewhere.toml"
     toml.write_text(study.toml.read_text().replace('name = "mini"', 'name = "elsewhere"'))
-    assert main(["--study", str(toml), "--out", str(study.run_dir)]) == 2
+    assert main(["--study", str(toml), "--run-dir", str(study.run_dir)]) == 2
     assert "no study 'elsewhere'" in capsys.readouterr().err

@@ -58,7 +58,7 @@ def existing(tmp_path_factory, synthetic_dir) -> dict:
     study_file = root / f"{STUDY}.toml"
     study_file.write_text(STUDY_TOML)
     run_dir = root / "runs"
-    code = run_main(["--study", str(study_file), "--n-trials", "2", "--data", str(synthetic_dir), "--out", str(run_dir),
+    code = run_main(["--study", str(study_file), "--n-trials", "2", "--data", str(synthetic_dir), "--run-dir", str(run_dir),
                      "--trainer", "search.testing:fake_fit", "--quiet"])
     assert code == 0
     return {"root": root, "study_file": study_file, "run_dir": run_dir, "data": synthetic_dir}
@@ -77,7 +77,7 @@ def tree(folder: Path) -> set[str]:
 def run_search(existing: dict, capsys, *extra: str, study: str | None = None, data: str | None = None) -> tuple[int, str]:
     """`python -m search.run` on the existing run folder with `extra` options; returns (exit code, stderr)."""
     argv = ["--study", study or str(existing["study_file"]), "--n-trials", "3", "--data", data or str(existing["data"]),
-            "--out", str(existing["run_dir"]), "--trainer", "search.testing:fake_fit", "--quiet", *extra]
+            "--run-dir", str(existing["run_dir"]), "--trainer", "search.testing:fake_fit", "--quiet", *extra]
     capsys.readouterr()
     code = run_main(argv)
     return code, capsys.readouterr().err
@@ -192,7 +192,7 @@ def test_unwritable_run_folder_is_refused(existing, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("in the way")
     argv = ["--study", str(existing["study_file"]), "--n-trials", "1", "--data", str(existing["data"]),
-            "--out", str(blocker / "runs"), "--trainer", "search.testing:fake_fit"]
+            "--run-dir", str(blocker / "runs"), "--trainer", "search.testing:fake_fit"]
     capsys.readouterr()
     assert run_main(argv) == 2
     assert f"run folder {blocker / 'runs'} is not writable" in capsys.readouterr().err

@@ -15,9 +15,9 @@ import pytest
 from fake_study import FakeStudy, shared_study
 from wsgi_serving import serving
 
-from search.artifacts import open_artifact_store
 from search.dashboard import dashboard_app, main
-from search.storage import default_storage_url, open_storage
+from search.engine.artifacts import open_artifact_store
+from search.engine.storage import default_storage_url, open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -54,7 +54,7 @@ def test_each_finished_trial_has_a_note_with_its_pictures_and_artifacts(study):
 
 
 def test_the_command_refuses_a_run_folder_without_a_study(tmp_path, capsys):
-    assert main(["--out", str(tmp_path)]) == 2
+    assert main(["--run-dir", str(tmp_path)]) == 2
     assert "no study database in" in capsys.readouterr().err
 
 
@@ -63,13 +63,13 @@ def test_the_command_refuses_a_busy_port(study, capsys):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert main(["--study", str(study.toml), "--out", str(study.run_dir), "--port", str(port)]) == 2
+        assert main(["--study", str(study.toml), "--run-dir", str(study.run_dir), "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def start_dashboard(study: FakeStudy) -> tuple[subprocess.Popen, str]:
     """Runs `python -m search.dashboard --port 0` and returns the process and the address it printed."""
-    command = [sys.executable, "-m", "search.dashboard", "--study", str(study.toml), "--out", str(study.run_dir),
+    command = [sys.executable, "-m", "search.dashboard", "--study", str(study.toml), "--run-dir", str(study.run_dir),
                "--port", "0"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline, printed = time.monotonic() + 120, []

@@ -18,8 +18,8 @@ from polyp.models import build_model
 from polyp.onnx_export import export_onnx, onnx_max_difference
 from polyp.train import fit
 from polyp.train.loop import TrainStep
-from search.space import suggest
-from search.spreadsheet import SpreadsheetError, read_spreadsheet
+from search.study.space import suggest
+from search.study.spreadsheet import SpreadsheetError, read_spreadsheet
 
 
 def _config(**changes) -> TrainConfig:

@@ -21,8 +21,8 @@ from optuna.trial import TrialState
 from pg import postgres_url  # noqa: F401  (the fixture)
 from search_fixtures import ROOT, worker_env
 
-from search.storage import open_storage, retried_trial_number
-from search.trial_loop import run_until
+from search.engine.storage import open_storage, retried_trial_number
+from search.engine.trial_loop import run_until
 
 STUDY_NAME = "distributed"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -89,7 +89,7 @@ class Worker:
 def start_workers(count: int, tmp_path: Path, study_file: Path, data: Path, n_trials: int, storage: str | None,
                   trainer: str) -> list[Worker]:
     """Starts `count` workers with the named trainer on the same study, storage and run folder."""
-    args = ["--study", str(study_file), "--n-trials", str(n_trials), "--data", str(data), "--out", str(tmp_path / "runs"),
+    args = ["--study", str(study_file), "--n-trials", str(n_trials), "--data", str(data), "--run-dir", str(tmp_path / "runs"),
             "--trainer", trainer, "--heartbeat", "3", "--quiet"]
     if storage:
         args += ["--storage", storage]
@@ -224,7 +224,7 @@ def test_two_workers_on_one_sqlite_file(tmp_path, study_file, synthetic_dir):
 OPEN_AT_ONCE = """
 import sys, time
 import optuna
-from search.storage import open_storage
+from search.engine.storage import open_storage
 url, start = sys.argv[1], float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))
 optuna.create_study(study_name="at-once", storage=open_storage(url, 2), load_if_exists=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -12,10 +11,10 @@ import pytest
 from optuna.trial import TrialState
 from search_fixtures import fast_pictures, search_cache, tiny_spec  # noqa: F401
 
-from search.forced import with_command_line
-from search.notes import write_note
-from search.objective import Objective
-from search.storage import default_storage_url, open_storage
+from search.engine.notes import write_note
+from search.engine.objective import Objective
+from search.engine.storage import default_storage_url, open_storage
+from search.study.forced import CommandSettings, with_command_line
 from search.testing import FakeTrainer, InterruptingTrainer, fake_fit, scripted_dice
 
 GOOD_LR, BAD_LR = 3e-3, 2e-5  # the fake trainer's best learning rate, and one it learns almost nothing with
@@ -75,7 +74,7 @@ def test_completed_trial_value_attributes_and_files(synthetic_data, tmp_path: Pa
 @pytest.mark.usefixtures("fast_pictures")
 def test_forced_settings_beat_the_sampled_config(synthetic_data, tmp_path: Path):
     spec = tiny_spec(epochs=[3, 4])  # epochs is searched, and the command line forces 2
-    spec = with_command_line(spec, argparse.Namespace(epochs=2, image_size=None, device=None))
+    spec = with_command_line(spec, CommandSettings(training={"epochs": 2}))
     study = _memory_study()
     study.optimize(_objective(synthetic_data, tmp_path, spec=spec), n_trials=1)
     assert study.trials[0].params["epochs"] in (3, 4), "the sampler chose a value"
@@ -140,5 +139,5 @@ def test_keyboard_interrupt_fails_the_trial_and_stops(synthetic_data, tmp_path: 
 def test_a_forced_image_size_keeps_the_study_depth_that_fits_it():
     spec = tiny_spec(encoder_depth=[3, 4])
     spec = replace(spec, base=replace(spec.base, encoder_depth=4))  # [train] sets 4, the space searches 3 and 4
-    forced = with_command_line(spec, argparse.Namespace(epochs=None, image_size=64, device=None))
+    forced = with_command_line(spec, CommandSettings(training={"image_size": 64}))
     assert forced.base.image_size == 64 and forced.base.encoder_depth == 4, "rows without a depth train the study's"

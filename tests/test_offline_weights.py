@@ -24,8 +24,8 @@ from polyp.models import OFFLINE_ENCODERS, build_model, input_normalization
 from polyp.models import offline_weights as weights
 from polyp.predict import Predictor
 from polyp.train import fit
+from search.engine.storage import default_storage_url
 from search.run import main as run_main
-from search.storage import default_storage_url
 
 LITE0 = weights.OFFLINE_ENCODERS["timm-tf_efficientnet_lite0"]
 
@@ -154,20 +154,53 @@ def _imagenet_study(tmp_path: Path, encoders: list[str]) -> Path:
 
 
 @pytest.mark.usefixtures("search_cache")
-def test_search_stops_before_any_trial_when_imagenet_weights_cannot_be_had(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch, capsys):
+def test_offline_search_leaves_out_encoders_without_weights_and_says_so(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     study = _imagenet_study(tmp_path, ["timm-tf_efficientnet_lite0", "resnet18"])
-    argv = ["--study", str(study), "--out", str(tmp_path / "run"), "--n-trials", "2", "--trainer",
+    argv = ["--study", str(study), "--run-dir", str(tmp_path / "run"), "--n-trials", "2", "--trainer",
+            "search.testing:fake_fit", "--data", "synthetic", "--quiet"]
+    assert run_main(argv) == 0
+    out = capsys.readouterr().out
+    note = next(line for line in out.splitlines() if line.startswith("note: study tiny searches"))
+    assert "timm-tf_efficientnet_lite0 only" in note and "left out: resnet18" in note
+    assert "--encoder-weights none" in note and "machine with internet" in note
+    trials = optuna.load_study(study_name="tiny", storage=default_storage_url(tmp_path / "run")).trials
+    assert {t.params["encoder"] for t in trials} == {"timm-tf_efficientnet_lite0"}
+    assert {t.user_attrs["config"]["encoder_weights"] for t in trials} == {"imagenet"}
+    assert run_main([*argv, "--n-trials", "3", "--encoder-weights", "none", "--run-dir", str(tmp_path / "scratch")]) == 0
+    scratch = optuna.load_study(study_name="tiny", storage=default_storage_url(tmp_path / "scratch")).trials
+    assert {t.user_attrs["config"]["encoder_weights"] for t in scratch} == {"none"}  # every encoder, from scratch
+    assert "note: study tiny searches" not in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("search_cache")
+def test_search_stops_before_any_trial_when_no_encoder_has_imagenet_weights(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    study = _imagenet_study(tmp_path, ["resnet18", "mobilenet_v2"])
+    argv = ["--study", str(study), "--run-dir", str(tmp_path / "run"), "--n-trials", "2", "--trainer",
             "search.testing:fake_fit", "--data", "synthetic", "--quiet"]
     assert run_main(argv) == 2
     err = capsys.readouterr().err
     assert "resnet18" in err and "--encoder-weights none" in err and "timm-tf_efficientnet_lite0" in err
     assert not (tmp_path / "run" / "optuna.db").exists() or not optuna.get_all_study_summaries(
         default_storage_url(tmp_path / "run"))
-    assert run_main([*argv, "--encoder-weights", "none"]) == 0  # from scratch, the same study runs
-    study_run = optuna.load_study(study_name="tiny", storage=default_storage_url(tmp_path / "run"))
-    assert {t.user_attrs["config"]["encoder_weights"] for t in study_run.trials} == {"none"}
+
+
+@pytest.mark.usefixtures("search_cache")
+def test_an_offline_machine_does_not_join_a_study_that_searched_more_encoders(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch, capsys):
+    study = _imagenet_study(tmp_path, ["timm-tf_efficientnet_lite0", "resnet18"])
+    argv = ["--study", str(study), "--run-dir", str(tmp_path / "run"), "--trainer", "search.testing:fake_fit",
+            "--data", "synthetic", "--quiet"]
+    monkeypatch.setattr(weights, "hub_reachable", lambda: True)  # online: both encoders searched
+    assert run_main([*argv, "--n-trials", "1"]) == 0
+    monkeypatch.setattr(weights, "hub_reachable", lambda: False)
+    assert run_main([*argv, "--n-trials", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "searched encoder over ['timm-tf_efficientnet_lite0', 'resnet18']" in err
+    assert len(optuna.load_study(study_name="tiny", storage=default_storage_url(tmp_path / "run")).trials) == 1
 
 
 @pytest.mark.usefixtures("search_cache")
@@ -175,7 +208,7 @@ def test_search_with_offline_encoders_only_trains_them_pretrained(tmp_path: Path
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     study = _imagenet_study(tmp_path, ["timm-tf_efficientnet_lite0", "tu-tf_efficientnet_lite0"])
     out = tmp_path / "run"
-    assert run_main(["--study", str(study), "--out", str(out), "--n-trials", "2", "--data", "synthetic", "--quiet",
+    assert run_main(["--study", str(study), "--run-dir", str(out), "--n-trials", "2", "--data", "synthetic", "--quiet",
                      "--epochs", "1", "--threads", "1", "--seed", "3"]) == 0
     trials = optuna.load_study(study_name="tiny", storage=default_storage_url(out)).trials
     assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
@@ -185,8 +218,8 @@ def test_search_with_offline_encoders_only_trains_them_pretrained(tmp_path: Path
 
 
 def test_search_starts_when_the_hub_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from search.imagenet import check_imagenet_available
-    from search.studies import load_study
+    from search.study.definition import load_study
+    from search.study.imagenet import check_imagenet_available
 
     spec = load_study(str(_imagenet_study(tmp_path, ["timm-tf_efficientnet_lite0", "resnet18"])))
     monkeypatch.setattr(weights, "hub_reachable", lambda: True)

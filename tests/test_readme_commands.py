@@ -1,11 +1,13 @@
-"""The README's commands run as written, in order, on a fresh run folder.
+"""The commands of the README and of every docs/*.md file run as written, in order, on a fresh run folder.
 
-Every command of the README's ```bash and ```python blocks that needs nothing from outside (no Kvasir-SEG
-download, no database host, no shared folder) runs in a fresh folder, in the README's order, with smaller
-numbers (one epoch, two trials, 64 px, the first rows of the spreadsheet, a short benchmark) so that the
-whole walk-through takes about two minutes. Servers
-(`polyp.serve`, `search.dashboard`) run until they print where to open them; the `curl` lines under
-`polyp.serve` are sent to it while it runs.
+Every command of a document's ```bash and ```python blocks that needs nothing from outside (no Kvasir-SEG
+download, no database host, no shared folder) runs in a fresh folder, in the document's order, with smaller
+numbers (one epoch, two trials, 64 px, the first rows of the spreadsheet, a short benchmark). Each document
+is its own test (README.md first), so a slow one can be marked: a document starts from an empty folder
+holding the first rows of `hyperparameters.csv`, plus what its commands read without making it themselves
+(the demo's run folder, the synthetic set on disk; see `setup_commands`). Servers (`polyp.serve`,
+`search.dashboard`) run until they print where to open them; the `curl` lines under `polyp.serve` are sent
+to it while it runs.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from search_fixtures import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+DOCUMENTS = [README, *DOCS]  # the README first: the walk-through a newcomer follows
 EXTERNAL = ("~/data", "db-host", "/mnt/", "ssh ", "createdb", "make test")  # data, hosts or set-up from outside
 SERVERS = ("polyp.serve", "search.dashboard")
 SMALLER = {"--epochs": lambda value: "1", "--n-trials": lambda value: "2", "--count": lambda value: "16",
            "--image-size": lambda value: str(min(int(value), 64)), "--size": lambda value: str(min(int(value), 64))}
 DEMO = ["-m", "search.demo", "--out", "runs", "--n-trials", "4", "--epochs", "1"]  # `make demo`; trial 3 is exported
+SYNTHETIC_SET = ["-m", "polyp.data.synthetic", "--out", "data/synthetic", "--count", "16", "--size", "64"]
 QUICKER = {"polyp.bench": ["--steps", "1", "--rounds", "1", "--warmup", "1", "--peak-size", "256", "--predict-size", "64",
                            "--wait-steps", "2"]}
 CSV_ROWS = 4  # rows of the shipped hyperparameters.csv that the replay commands train
@@ -36,14 +41,14 @@ SERVER_START_S = 120
 
 @dataclass(frozen=True)
 class Command:
-    """One command of the README: its language ("bash" or "python") and its text."""
+    """One command of a document: its language ("bash" or "python") and its text."""
 
     language: str
     text: str
 
 
 def readme_commands(text: str) -> list[Command]:
-    """The README's bash commands (continuation lines joined, comments dropped) and python blocks, in order."""
+    """A document's bash commands (continuation lines joined, comments dropped) and python blocks, in order."""
     commands = []
     for language, body in re.findall(r"^```(bash|python)\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
         if language == "python":
@@ -104,32 +109,80 @@ def _stop(server: subprocess.Popen | None) -> None:
         server.communicate(timeout=30)
 
 
+def runnable_commands(document: Path) -> list[Command]:
+    """The commands of `document` that this test runs, in order."""
+    return [command for command in readme_commands(document.read_text()) if runnable(command)]
+
+
+def setup_commands(commands: list[Command]) -> list[list[str]]:
+    """What a document's commands read without making it themselves, as commands to run first (without the
+    interpreter): the demo's run folder (`make demo`) for a document that reads `runs/demo` or the demo study
+    from the default storage, and the synthetic set on disk for one that reads `data/synthetic`."""
+    texts = [command.text for command in commands]
+    setup = []
+    makes_demo = any(text.startswith("make demo") for text in texts)
+    reads_demo = any("runs/demo" in text or ("--study demo" in text and "--storage" not in text) for text in texts)
+    if reads_demo and not makes_demo:
+        setup.append(DEMO)
+    makes_set = any("polyp.data.synthetic" in text for text in texts)
+    if any("data/synthetic" in text for text in texts) and not makes_set and not makes_demo:
+        setup.append(SYNTHETIC_SET)
+    return setup
+
+
 def test_readme_lists_the_commands_this_test_runs():
-    commands = [c for c in readme_commands(README.read_text()) if runnable(c)]
+    commands = [command for document in DOCUMENTS for command in runnable_commands(document)]
     texts = "\n".join(c.text for c in commands)
     for expected in ("make demo", "polyp.data.synthetic", "polyp.train", "polyp.predict", "search.run",
                      "polyp.serve", "curl", "search.analyze", "search.export", "search.dashboard", "search.replay",
                      "polyp.bench", "from_pretrained", "search.refit"):
         assert expected in texts
     assert not any("kvasir" in c.text or "db-host" in c.text for c in commands)
+    assert readme_commands(README.read_text())[0].text == "make demo"  # the set-up section comes first
+
+
+def test_setup_commands_give_a_document_what_it_reads():
+    reads_demo = [Command("bash", "python -m search.analyze --study demo"), Command("bash", "ls data/synthetic")]
+    makes_its_own = [Command("bash", "make demo"), Command("bash", "python -m search.analyze --study demo")]
+    own_storage = [Command("bash", "python -m search.run --study demo --storage sqlite:///x/s.db")]
+
+    assert setup_commands(reads_demo) == [DEMO, SYNTHETIC_SET]
+    assert setup_commands(makes_its_own) == []
+    assert setup_commands(own_storage) == []
 
 
 def test_readme_commands_run_as_written_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    walk(README, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("document", DOCS, ids=lambda path: path.name)
+def test_docs_commands_run_as_written_in_order(document: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    if not runnable_commands(document):
+        pytest.skip(f"docs/{document.name}: every command needs a host, data or set-up from outside")
+    walk(document, tmp_path, monkeypatch)
+
+
+def walk(document: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs the document's runnable commands in order in a fresh folder (after its set-up commands)."""
     monkeypatch.setenv("POLYP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     folder = tmp_path / "checkout"
     folder.mkdir()
     rows = (ROOT / "hyperparameters.csv").read_text().splitlines(keepends=True)[:1 + CSV_ROWS]
-    (folder / "hyperparameters.csv").write_text("".join(rows))  # the README runs in the repository's root
+    (folder / "hyperparameters.csv").write_text("".join(rows))  # the documents run in the repository's root
+    commands = runnable_commands(document)
+    for words in setup_commands(commands):
+        done = subprocess.run([sys.executable, *words], cwd=folder, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"set-up {shlex.join(words)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     server, port = None, free_port()
     try:
-        for command in filter(runnable, readme_commands(README.read_text())):
+        for command in commands:
             if command.language == "python":
                 _stop(server)
                 server = None
                 done = subprocess.run([sys.executable, "-c", command.text], cwd=folder, capture_output=True,
                                       text=True, timeout=300)
-                assert done.returncode == 0, f"{command.text}\n{done.stdout}\n{done.stderr}"
+                assert done.returncode == 0, f"{document.name}: {command.text}\n{done.stdout}\n{done.stderr}"
                 continue
             words = as_run_here(shlex.split(command.text), port)
             if words[0] != "curl":
@@ -137,13 +190,14 @@ def test_readme_commands_run_as_written_in_order(tmp_path: Path, monkeypatch: py
                 server = None
             if any(name in words for name in SERVERS):
                 server, printed = _start_server(words, folder)
-                assert server.poll() is None, f"{command.text} ended:\n{printed}"
+                assert server.poll() is None, f"{document.name}: {command.text} ended:\n{printed}"
                 if "search.dashboard" in words:
                     _stop(server)
                     server = None
                 continue
             done = subprocess.run(words + (["--fail", "--silent", "--show-error"] if words[0] == "curl" else []),
                                   cwd=folder, capture_output=True, text=True, timeout=600)
-            assert done.returncode == 0, f"{command.text}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            assert done.returncode == 0, (f"{document.name}: {command.text}\n{done.stdout[-3000:]}\n"
+                                          f"{done.stderr[-3000:]}")
     finally:
         _stop(server)

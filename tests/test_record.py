@@ -10,8 +10,8 @@ from optuna.trial import TrialState
 
 from polyp.config import TrainConfig
 from polyp.train import TrainResult
-from search import record as writes
-from search.record import TrialRecord, format_number, format_setting
+from search.engine import record as writes
+from search.engine.record import TrialRecord, format_number, format_setting
 
 SEARCH = Path(__file__).resolve().parents[1] / "search"
 

@@ -26,13 +26,13 @@ from polyp.models.ensemble import Ensemble
 from polyp.onnx_export import export_onnx, onnx_max_difference
 from polyp.predict import Predictor
 from search.analyze import main as analyze_main
+from search.engine.record import TrialRecord
+from search.engine.storage import default_storage_url
 from search.export import main as export_main
-from search.record import TrialRecord
 from search.refit import main as refit_main
-from search.refit_table import RefitRow, rank_correlation, refit_rows, refit_table, winner
+from search.results.refit_table import RefitRow, rank_correlation, refit_rows, refit_table, winner
 from search.run import main as run_main
-from search.storage import default_storage_url
-from search.studies import RefitSettings, StudyError, load_study
+from search.study.definition import RefitSettings, StudyError, load_study
 
 FAKE = ["--trainer", "search.testing:fake_fit", "--data", "synthetic", "--quiet"]
 
@@ -49,12 +49,12 @@ def searched(tmp_path: Path) -> tuple[Path, Path]:
     tables["run"]["pruner"] = "none"
     study = write_study(tmp_path, tables)
     out = tmp_path / "runs"
-    assert run_main(["--study", str(study), "--out", str(out), "--n-trials", "5", *FAKE]) == 0
+    assert run_main(["--study", str(study), "--run-dir", str(out), "--n-trials", "5", *FAKE]) == 0
     return study, out
 
 
 def _refit(study: Path, out: Path, *extra: str) -> list[str]:
-    return ["--study", str(study), "--out", str(out), "--image-size", "64", "--epochs", "2", *FAKE, *extra]
+    return ["--study", str(study), "--run-dir", str(out), "--image-size", "64", "--epochs", "2", *FAKE, *extra]
 
 
 def _studies(out: Path) -> tuple[optuna.Study, optuna.Study]:
@@ -201,7 +201,7 @@ def test_export_of_a_refit_study_gives_the_winner_and_its_ensemble(searched, tmp
     assert (tmp_path / "ensemble" / "model.onnx").is_file()
     data = resolve_data_dir("synthetic", 16, 64)
     assert evaluate_main(["--model", str(tmp_path / "ensemble"), "--data", f"synthetic={data}",
-                          "--out", str(tmp_path / "evaluation")]) == 0
+                          "--run-dir", str(tmp_path / "evaluation")]) == 0
     assert "synthetic" in (tmp_path / "evaluation" / "summary.csv").read_text()
 
     assert export_main(["--study", f"{study}.refit", "--run-dir", str(out), "--out", str(tmp_path / "top"),
@@ -284,9 +284,9 @@ def test_refit_on_two_machines_through_postgresql(tmp_path: Path, postgres_url):
     tables["run"].update(synthetic_count=16, sampler="grid", pruner="none")
     tables["space"]["lr"] = [1e-4, 1e-3, 3e-3]
     study = write_study(tmp_path, tables)
-    assert run_main(["--study", str(study), "--out", str(tmp_path / "a"), "--storage", postgres_url,
+    assert run_main(["--study", str(study), "--run-dir", str(tmp_path / "a"), "--storage", postgres_url,
                      "--n-trials", "3", *FAKE]) == 0
-    machines = [subprocess.Popen([sys.executable, "-m", "search.refit", "--study", str(study), "--out",
+    machines = [subprocess.Popen([sys.executable, "-m", "search.refit", "--study", str(study), "--run-dir",
                                   str(tmp_path / name), "--storage", postgres_url, "--top", "2", "--seeds", "2",
                                   "--image-size", "64", "--epochs", "3", "--data", "synthetic", "--quiet",
                                   "--trainer", "fake_trainers:epochs_300ms"],
@@ -306,12 +306,12 @@ def test_analyze_export_and_refit_use_the_data_the_search_trained_on(tmp_path: P
     tables = copy.deepcopy(TINY_STUDY)  # its [run] says synthetic; the search ran on a folder
     study = write_study(tmp_path, tables)
     out = tmp_path / "runs"
-    assert run_main(["--study", str(study), "--out", str(out), "--n-trials", "2", "--data", str(synthetic_dir),
+    assert run_main(["--study", str(study), "--run-dir", str(out), "--n-trials", "2", "--data", str(synthetic_dir),
                      "--trainer", "search.testing:fake_fit", "--quiet"]) == 0
     assert export_main(["--study", str(study), "--run-dir", str(out), "--out", str(tmp_path / "best")]) == 0
     training = json.loads((tmp_path / "best" / "training.json").read_text())
     assert training["metrics"]["test_own_size"]["images"] == len(Split.load(out / "tiny" / "split.json").test)
-    assert refit_main(["--study", str(study), "--out", str(out), "--top", "1", "--seeds", "1", "--epochs", "1",
+    assert refit_main(["--study", str(study), "--run-dir", str(out), "--top", "1", "--seeds", "1", "--epochs", "1",
                        "--trainer", "search.testing:fake_fit", "--quiet"]) == 0
     assert str(synthetic_dir.resolve()) in capsys.readouterr().out  # the refit's data line names the folder
 

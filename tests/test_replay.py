@@ -16,9 +16,10 @@ from pg import postgres_url  # noqa: F401  (fixture: a fresh database, skipped w
 from search_fixtures import ROOT, worker_env
 
 from search import replay
-from search.spreadsheet import SpreadsheetError, read_spreadsheet
-from search.storage import open_storage
-from search.studies import load_study
+from search.engine.storage import open_storage
+from search.results.replay_table import RESULT_COLUMNS
+from search.study.definition import load_study
+from search.study.spreadsheet import SpreadsheetError, read_spreadsheet
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -84,7 +85,7 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
 
 
 def replay_args(csv_path: Path, study_file: Path, run_dir: Path, data: Path, *extra: str) -> list[str]:
-    return ["--csv", str(csv_path), "--study", str(study_file), "--out", str(run_dir), "--data", str(data),
+    return ["--csv", str(csv_path), "--study", str(study_file), "--run-dir", str(run_dir), "--data", str(data),
             "--trainer", "search.testing:fake_fit", "--quiet", *extra]
 
 
@@ -117,7 +118,7 @@ def test_replay_runs_each_row_once_prunes_and_writes_results(tmp_path, study_fil
     assert second.user_attrs["config"]["batch_size"] == 4 and second.params["lr"] == pytest.approx(1e-3)
     results = read_results(run_dir)
     assert [r["notes"] for r in results] == ["first", "", "x", "weak", "weaker"]  # input order
-    assert list(results[0]) == [*GOOD_ROWS[0], *replay.RESULT_COLUMNS]
+    assert list(results[0]) == [*GOOD_ROWS[0], *RESULT_COLUMNS]
     assert [r["lr"] for r in results] == [row["lr"] for row in GOOD_ROWS]  # cells as written
     # pruning is on: after two startup rows, the two weak rows stop after the one warm-up epoch
     assert [(r["state"], r["epochs_run"]) for r in results] == [("COMPLETE", "3")] * 3 + [("PRUNED", "1")] * 2

@@ -20,10 +20,10 @@ from search_fixtures import (  # noqa: F401
     write_study,
 )
 
+from search.engine.storage import default_storage_url
+from search.engine.trial_loop import trial_line
 from search.run import main
-from search.storage import default_storage_url
-from search.studies import load_study
-from search.trial_loop import trial_line
+from search.study.definition import load_study
 
 FAKE = ["--trainer", "search.testing:fake_fit", "--data", "synthetic", "--quiet"]
 TRIAL_LINE = re.compile(r"^trial \d+ (COMPLETE|PRUNED|FAIL) value ", re.MULTILINE)
@@ -47,7 +47,7 @@ def study_file(tmp_path: Path) -> Path:
 
 
 def _tiny(study_file: Path, out: Path, n_trials: int, *extra: str) -> list[str]:
-    return ["--study", str(study_file), "--out", str(out), "--n-trials", str(n_trials), *FAKE, *extra]
+    return ["--study", str(study_file), "--run-dir", str(out), "--n-trials", str(n_trials), *FAKE, *extra]
 
 
 def _study(out: Path, name: str = "tiny") -> optuna.Study:
@@ -96,7 +96,7 @@ def test_study_given_as_a_path(tmp_path: Path, capsys):
     tables["study"]["name"] = "from-a-file"
     path = write_study(tmp_path, tables, "anything.toml")
     out = tmp_path / "runs"
-    code, printed, _ = _run(["--study", str(path), "--out", str(out), "--n-trials", "1", *FAKE], capsys)
+    code, printed, _ = _run(["--study", str(path), "--run-dir", str(out), "--n-trials", "1", *FAKE], capsys)
     assert code == 0
     assert finished_count(_study(out, "from-a-file")) == 1
     assert (out / "from-a-file" / "trial-0" / "checkpoint" / "model.safetensors").is_file()
@@ -170,7 +170,7 @@ USER_ERRORS = {  # id: (options replacing the defaults, words the message must c
     "unreachable-postgres": ({"--storage": "postgresql://x:secret-pw@127.0.0.1:1/db"},
                              ["cannot reach the database", "127.0.0.1:1"]),
     "sqlite-folder-missing": ({"--storage": "sqlite:////nonexistent/folder/optuna.db"}, ["/nonexistent/folder"]),
-    "out-under-a-file": ({"--out": _not_a_folder}, ["run folder", "not writable"]),
+    "out-under-a-file": ({"--run-dir": _not_a_folder}, ["run folder", "not writable"]),
     "image-size-not-divisible": ({"--image-size": "40"}, ["--image-size 40", "2**4"]),
     "image-size-too-small": ({"--image-size": "16"}, ["image_size"]),
     "bad-trainer": ({"--trainer": "no_such_module:fit"}, ["--trainer", "no_such_module"]),
@@ -183,7 +183,7 @@ def test_user_errors_exit_2_with_a_message_and_lose_nothing(existing_study: tupl
                                                            capsys, case: str):
     study_file, run_dir = existing_study
     changes, words = USER_ERRORS[case]
-    options = {"--study": str(study_file), "--out": str(run_dir), "--n-trials": "4",
+    options = {"--study": str(study_file), "--run-dir": str(run_dir), "--n-trials": "4",
                "--trainer": "search.testing:fake_fit", "--data": "synthetic"}
     for flag, value in changes.items():
         options[flag] = value(tmp_path) if callable(value) else value
@@ -204,7 +204,7 @@ def test_image_size_valid_for_every_searched_depth_is_accepted(tmp_path: Path, c
     tables = _tables(encoder_depth=[3, 4])
     del tables["train"]["encoder_depth"]  # the default depth 5 would need a multiple of 32
     out = tmp_path / "runs"
-    argv = ["--study", str(write_study(tmp_path, tables)), "--out", str(out), "--n-trials", "1", "--image-size", "48",
+    argv = ["--study", str(write_study(tmp_path, tables)), "--run-dir", str(out), "--n-trials", "1", "--image-size", "48",
             *FAKE]  # 48 = 3 * 2**4: a multiple of 2**3 and 2**4, the searched depths
     code, printed, errors = _run(argv, capsys)
     assert code == 0, errors
@@ -217,7 +217,7 @@ def test_real_training_demo_end_to_end(tmp_path: Path, capsys):
     """The real trainer on the shipped demo study, as the README runs it (about 12 s with one torch thread)."""
     out = tmp_path / "runs"
     code, printed, errors = _run(["--study", "demo", "--n-trials", "2", "--epochs", "1", "--data", "synthetic",
-                                  "--out", str(out), "--device", "cpu", "--quiet"], capsys)
+                                  "--run-dir", str(out), "--device", "cpu", "--quiet"], capsys)
     assert code == 0, errors
     study = _study(out, "demo")
     assert finished_count(study) == 2

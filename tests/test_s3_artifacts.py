@@ -20,10 +20,10 @@ from search_fixtures import TINY_STUDY, fast_pictures, finished_count, free_port
 
 from polyp.checkpoint import load_checkpoint
 from search.analyze import main as analyze_main
-from search.artifacts import open_artifact_store
 from search.dashboard import dashboard_app
+from search.engine.artifacts import open_artifact_store
+from search.engine.record import TrialRecord
 from search.export import main as export_main
-from search.record import TrialRecord
 from search.run import main as run_main
 
 boto3 = pytest.importorskip("boto3")
@@ -57,8 +57,8 @@ def _study(tmp_path: Path) -> Path:
 def test_workers_without_a_shared_folder_share_one_bucket(s3: str, tmp_path: Path, capsys):
     study, storage = _study(tmp_path), f"sqlite:///{tmp_path / 'optuna.db'}"
     where = ["--study", str(study), "--storage", storage, "--artifacts", f"s3://{BUCKET}/studies"]
-    assert run_main([*where, "--out", str(tmp_path / "machine-a"), "--n-trials", "3", *FAKE]) == 0
-    assert run_main([*where, "--out", str(tmp_path / "machine-b"), "--n-trials", "6", *FAKE]) == 0
+    assert run_main([*where, "--run-dir", str(tmp_path / "machine-a"), "--n-trials", "3", *FAKE]) == 0
+    assert run_main([*where, "--run-dir", str(tmp_path / "machine-b"), "--n-trials", "6", *FAKE]) == 0
     trials = optuna.load_study(study_name="tiny", storage=storage).trials
     assert finished_count(optuna.load_study(study_name="tiny", storage=storage)) == 6
     keys = {item["Key"] for item in boto3.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]}
@@ -67,7 +67,7 @@ def test_workers_without_a_shared_folder_share_one_bucket(s3: str, tmp_path: Pat
         assert "history.csv" in ids and {f"studies/{i}" for i in ids.values()} <= keys
 
     reader = tmp_path / "machine-c"  # ran no trial: everything comes from the database and the bucket
-    assert analyze_main([*where, "--out", str(reader), "--top", "2"]) == 0
+    assert analyze_main([*where, "--run-dir", str(reader), "--top", "2"]) == 0
     assert list((reader / "tiny" / "report").glob("predictions-trial-*.png")), "sheets drawn from S3 checkpoints"
     assert export_main([*where, "--run-dir", str(reader), "--out", str(tmp_path / "exported")]) == 0
     model, info = load_checkpoint(tmp_path / "exported")
@@ -80,7 +80,7 @@ def test_the_dashboard_serves_artifacts_from_the_bucket(s3: str, tmp_path: Path)
 
     study, storage = _study(tmp_path), f"sqlite:///{tmp_path / 'optuna.db'}"
     assert run_main(["--study", str(study), "--storage", storage, "--artifacts", f"s3://{BUCKET}",
-                     "--out", str(tmp_path / "runs"), "--n-trials", "1", *FAKE]) == 0
+                     "--run-dir", str(tmp_path / "runs"), "--n-trials", "1", *FAKE]) == 0
     trial = optuna.load_study(study_name="tiny", storage=storage).trials[0]
     artifact = TrialRecord.of(trial).artifacts["history.csv"]
     optuna_storage = optuna.storages.RDBStorage(storage)
@@ -106,7 +106,7 @@ def test_a_store_that_cannot_be_used_stops_the_run_before_training(s3: str, tmp_
         monkeypatch.setenv("AWS_ENDPOINT_URL", "minio:9000")
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     code = run_main(["--study", str(_study(tmp_path)), "--storage", storage, "--artifacts", f"s3://{bucket}/x",
-                     "--out", str(tmp_path / "runs"), "--n-trials", "2", *FAKE])
+                     "--run-dir", str(tmp_path / "runs"), "--n-trials", "2", *FAKE])
     errors = capsys.readouterr().err
     assert code == 2 and words in errors, errors
     assert "test-secret-never-printed" not in errors
@@ -131,7 +131,7 @@ def test_refused_credentials_stop_the_run_before_training(tmp_path: Path, monkey
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-never-printed")
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         code = run_main(["--study", str(_study(tmp_path)), "--storage", f"sqlite:///{tmp_path / 'optuna.db'}",
-                         "--artifacts", f"s3://{BUCKET}", "--out", str(tmp_path / "runs"), "--n-trials", "1", *FAKE])
+                         "--artifacts", f"s3://{BUCKET}", "--run-dir", str(tmp_path / "runs"), "--n-trials", "1", *FAKE])
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -143,5 +143,5 @@ def test_refused_credentials_stop_the_run_before_training(tmp_path: Path, monkey
 def test_an_artifacts_folder_that_is_a_file_is_refused(tmp_path: Path, capsys):
     (tmp_path / "a-file").write_text("not a folder")
     code = run_main(["--study", str(_study(tmp_path)), "--artifacts", str(tmp_path / "a-file"),
-                     "--out", str(tmp_path / "runs"), "--n-trials", "1", *FAKE])
+                     "--run-dir", str(tmp_path / "runs"), "--n-trials", "1", *FAKE])
     assert code == 2 and f"--artifacts {tmp_path / 'a-file'}: cannot be used as a folder" in capsys.readouterr().err

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from fake_study import FakeStudy, shared_study
 
-import search.analyze
-import search.export
+import search.results.checkpoint_export
+import search.results.report.study_report
 from search.analyze import main as analyze_main
 from search.export import main as export_main
 
@@ -29,15 +29,15 @@ def cache(study: FakeStudy, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("cache")
 def test_a_bug_in_report_writing_shows_its_traceback(study: FakeStudy, tmp_path: Path, monkeypatch, capsys):
-    monkeypatch.setattr(search.analyze, "loss_curves_png", _broken)
+    monkeypatch.setattr(search.results.report.study_report, "loss_curves_png", _broken)
     with pytest.raises(ValueError, match="an internal bug"):
-        analyze_main(["--study", str(study.toml), "--out", str(study.run_dir), "--top", "1"])
+        analyze_main(["--study", str(study.toml), "--run-dir", str(study.run_dir), "--top", "1"])
     assert "error: an internal bug" not in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("cache")
 def test_a_bug_in_the_export_shows_its_traceback(study: FakeStudy, tmp_path: Path, monkeypatch, capsys):
-    monkeypatch.setattr(search.export, "save_checkpoint", _broken)
+    monkeypatch.setattr(search.results.checkpoint_export, "save_checkpoint", _broken)
     with pytest.raises(ValueError, match="an internal bug"):
         export_main(["--study", str(study.toml), "--run-dir", str(study.run_dir), "--out", str(tmp_path / "model")])
     assert "error: an internal bug" not in capsys.readouterr().err
@@ -50,5 +50,5 @@ def test_bad_input_is_still_a_one_line_error(study: FakeStudy, tmp_path: Path, c
     code = export_main(["--study", str(study.toml), "--run-dir", str(study.run_dir), "--out", str(tmp_path / "taken")])
     errors = capsys.readouterr().err
     assert code == 2 and errors.startswith("error: --out ") and "holds other files" in errors
-    assert analyze_main(["--study", "no-such-study", "--out", str(study.run_dir)]) == 2
+    assert analyze_main(["--study", "no-such-study", "--run-dir", str(study.run_dir)]) == 2
     assert "unknown study 'no-such-study'" in capsys.readouterr().err

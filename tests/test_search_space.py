@@ -16,9 +16,9 @@ from search_fixtures import shipped_study_names, tiny_spec
 
 from polyp.losses import parse_loss_spec
 from polyp.models import check_buildable
-from search.samplers import build_pruner, build_sampler, grid_space
-from search.space import suggest
-from search.studies import load_study
+from search.study.definition import load_study
+from search.study.samplers import build_pruner, build_sampler, grid_space
+from search.study.space import suggest
 
 SMALL_SPACE = {  # on the tiny study's [train]: 32 px, 3 epochs, batch size 4
     "arch": ["unetplusplus", "linknet"], "encoder": ["resnet18", "mobilenet_v2"], "encoder_depth": [3, 4],

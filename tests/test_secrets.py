@@ -19,10 +19,10 @@ from search_fixtures import TINY_STUDY, fast_pictures, search_cache, write_study
 from sqlalchemy.engine import make_url
 
 from search.analyze import main as analyze_main
+from search.engine.storage import safe_url
 from search.export import main as export_main
 from search.replay import main as replay_main
 from search.run import main as run_main
-from search.storage import safe_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("search_cache", "fast_pictures")]
 
@@ -63,7 +63,7 @@ def _dashboard_output(argv: list[str]) -> str:
 
 @pytest.mark.parametrize("url", ["postgres://alice:s3cret-pw@db/optuna", "postgresql://alice:s3cret-pw@db:port/optuna"])
 def test_a_malformed_url_is_refused_without_its_password(url: str, tmp_path: Path, capsys):
-    assert run_main(["--study", str(write_study(tmp_path, TINY_STUDY)), "--storage", url, "--out", str(tmp_path),
+    assert run_main(["--study", str(write_study(tmp_path, TINY_STUDY)), "--storage", url, "--run-dir", str(tmp_path),
                      "--n-trials", "1", *FAKE]) == 2
     errors = capsys.readouterr().err
     assert "malformed" in errors and "alice:***@" in errors and "s3cret-pw" not in errors
@@ -77,7 +77,7 @@ def test_no_command_prints_or_writes_the_password(tmp_path: Path, postgres_url: 
     study = write_study(tmp_path, TINY_STUDY)
     replayed = write_study(tmp_path, {**TINY_STUDY, "study": {"name": "tiny-replay"}}, "replay.toml")
     (tmp_path / "rows.csv").write_text("lr,notes\n0.001,first\n0.003,second\n")
-    where = ["--storage", url, "--out", str(runs)]
+    where = ["--storage", url, "--run-dir", str(runs)]
 
     assert run_main(["--study", str(study), *where, "--n-trials", "3", *FAKE]) == 0
     assert replay_main(["--csv", str(tmp_path / "rows.csv"), "--study", str(replayed), *where, *FAKE]) == 0
@@ -86,7 +86,7 @@ def test_no_command_prints_or_writes_the_password(tmp_path: Path, postgres_url: 
     other = write_study(tmp_path, {**TINY_STUDY, "study": {"name": "not-there"}}, "other.toml")
     assert analyze_main(["--study", str(other), *where]) == 2  # "no study 'not-there' in <url>"
     unreachable = make_url(url).set(port=1).render_as_string(hide_password=False)
-    assert run_main(["--study", str(study), "--storage", unreachable, "--out", str(runs), "--n-trials", "1",
+    assert run_main(["--study", str(study), "--storage", unreachable, "--run-dir", str(runs), "--n-trials", "1",
                      *FAKE]) == 2
     printed = capsys.readouterr()
     printed_text = printed.out + printed.err + _dashboard_output(["--study", str(study), *where])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from polyp.config import TrainConfig
-from search.spreadsheet import SpreadsheetError, detect_separator, read_spreadsheet
+from search.study.spreadsheet import SpreadsheetError, detect_separator, read_spreadsheet
 
 BASE = TrainConfig(arch="linknet", encoder="resnet18", encoder_depth=3, image_size=32, batch_size=4, epochs=1,
                    device="cpu")

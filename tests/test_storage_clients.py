@@ -31,7 +31,7 @@ def study_made_by_search_run(tmp_path: Path, postgres_url: str, capsys) -> str: 
     """A PostgreSQL study of TRIALS finished trials made by `search.run` with a plain postgresql:// URL."""
     assert postgres_url.startswith("postgresql://"), "the URL as a user types it, no +driver"
     study = write_study(tmp_path, TINY_STUDY)
-    code = run_main(["--study", str(study), "--storage", postgres_url, "--out", str(tmp_path / "runs"),
+    code = run_main(["--study", str(study), "--storage", postgres_url, "--run-dir", str(tmp_path / "runs"),
                      "--n-trials", str(TRIALS), "--trainer", "search.testing:fake_fit", "--data", "synthetic",
                      "--quiet"])
     capsys.readouterr()

@@ -13,8 +13,9 @@ import pytest
 from search_fixtures import ROOT, TINY_STUDY, shipped_study_names, write_study
 
 from search import replay
-from search.spreadsheet import read_spreadsheet
-from search.studies import STUDIES_DIR, Range, StudyError, StudySpec, load_study, validate_study_name
+from search.engine.replay_rows import outside_space
+from search.study.definition import STUDIES_DIR, Range, StudyError, StudySpec, load_study, validate_study_name
+from search.study.spreadsheet import read_spreadsheet
 
 SHIPPED = sorted(STUDIES_DIR.glob("*.toml"))
 
@@ -177,6 +178,6 @@ def test_shipped_csv_fits_the_grid_study():
     assert {c.encoder_depth for c in configs} == {3, 4, 5}
     assert len({c.encoder for c in configs}) >= 4 and len({c.lr for c in configs}) >= 3
     assert len({c.loss for c in configs}) >= 4
-    assert replay.outside_space(grid, spec) == []  # every value is an Optuna param of the study
+    assert outside_space(grid, spec) == []  # every value is an Optuna param of the study
     assert replay.main(["--csv", str(ROOT / "hyperparameters.csv"), "--study", "grid", "--image-size", "64",
                         "--check"]) == 0

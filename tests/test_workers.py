@@ -18,34 +18,36 @@ from optuna.trial import TrialState
 from search_fixtures import TINY_STUDY, finished_count, search_cache, worker_env, write_study  # noqa: F401
 
 from polyp.config import TrainConfig
-from search.options import CommandLineError
-from search.record import TrialRecord
+from search.cli import CommandLineError
+from search.engine.record import TrialRecord
+from search.engine.storage import default_storage_url
+from search.engine.workers import plan_workers
 from search.run import main as run_main
-from search.storage import default_storage_url
-from search.workers import plan_workers
 
 pytestmark = pytest.mark.usefixtures("search_cache")
 
 
-def _args(**given) -> argparse.Namespace:
-    return argparse.Namespace(**{"workers": 2, "devices": None, "device": None, **given})
+def _args(**given) -> tuple[int, str | None, str | None]:
+    """plan_workers' (workers, devices, device) with these given."""
+    values = {"workers": 2, "devices": None, "device": None, **given}
+    return values["workers"], values["devices"], values["device"]
 
 
 STUDY_DEFAULTS = TrainConfig()  # threads 0 and loader_workers -1: the study leaves both to the workers
 
 
 def test_cpu_workers_split_the_cores_and_keep_the_rest_of_the_command_line():
-    plan = plan_workers(_args(workers=2), ["--study", "demo", "--workers", "2", "--n-trials=4"], STUDY_DEFAULTS,
+    plan = plan_workers(*_args(workers=2), ["--study", "demo", "--workers", "2", "--n-trials=4"], STUDY_DEFAULTS,
                         cpu_count=8)
     assert plan.argv == [["--study", "demo", "--n-trials=4", "--workers", "1", "--threads", "4",
                           "--loader-workers", "0"]] * 2
     study_says = replace(STUDY_DEFAULTS, threads=1, loader_workers=1)  # [train] or the command line set them
-    plan = plan_workers(_args(workers=3, device="cpu"), ["--workers=3"], study_says, cpu_count=8)
+    plan = plan_workers(*_args(workers=3, device="cpu"), ["--workers=3"], study_says, cpu_count=8)
     assert plan.argv == [["--workers", "1"]] * 3
 
 
 def test_an_abbreviated_workers_flag_does_not_start_workers_in_the_workers():
-    plan = plan_workers(_args(workers=2), ["--worker", "2", "--study", "demo"], STUDY_DEFAULTS, cpu_count=2)
+    plan = plan_workers(*_args(workers=2), ["--worker", "2", "--study", "demo"], STUDY_DEFAULTS, cpu_count=2)
     assert plan.argv[0][:6] == ["--worker", "2", "--study", "demo", "--workers", "1"]
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", type=int)
@@ -54,7 +56,7 @@ def test_an_abbreviated_workers_flag_does_not_start_workers_in_the_workers():
 
 def test_cuda_workers_take_the_listed_devices_in_turn(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    plan = plan_workers(_args(workers=3, devices="cuda:0,cuda:1"), ["--devices", "cuda:0,cuda:1", "--workers", "3"],
+    plan = plan_workers(*_args(workers=3, devices="cuda:0,cuda:1"), ["--devices", "cuda:0,cuda:1", "--workers", "3"],
                         STUDY_DEFAULTS, cpu_count=16)
     assert [env["CUDA_VISIBLE_DEVICES"] for env in plan.environments] == ["0", "1", "0"]
     assert plan.argv == [["--workers", "1", "--device", "cuda", "--loader-workers", "5"]] * 3
@@ -62,10 +64,10 @@ def test_cuda_workers_take_the_listed_devices_in_turn(monkeypatch):
 
 def test_cuda_devices_count_the_gpus_a_scheduler_gave_this_process(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    plan = plan_workers(_args(workers=2, devices="cuda:0,cuda:1"), [], STUDY_DEFAULTS, cpu_count=8)
+    plan = plan_workers(*_args(workers=2, devices="cuda:0,cuda:1"), [], STUDY_DEFAULTS, cpu_count=8)
     assert [env["CUDA_VISIBLE_DEVICES"] for env in plan.environments] == ["2", "3"]
     with pytest.raises(CommandLineError, match="sees 2 GPU"):
-        plan_workers(_args(devices="cuda:2"), [], STUDY_DEFAULTS)
+        plan_workers(*_args(devices="cuda:2"), [], STUDY_DEFAULTS)
 
 
 @pytest.mark.parametrize("given, words", [({"workers": 0}, "--workers 0"),
@@ -73,7 +75,7 @@ def test_cuda_devices_count_the_gpus_a_scheduler_gave_this_process(monkeypatch):
                                           ({"devices": "cuda:0", "device": "cpu"}, "with --device cpu")])
 def test_impossible_worker_settings_are_refused(given, words):
     with pytest.raises(CommandLineError, match=words):
-        plan_workers(_args(**given), [], STUDY_DEFAULTS)
+        plan_workers(*_args(**given), [], STUDY_DEFAULTS)
 
 
 def _study(out: Path) -> optuna.Study:
@@ -82,7 +84,7 @@ def _study(out: Path) -> optuna.Study:
 
 def _argv(tmp_path: Path, trainer: str, trials: int) -> list[str]:
     tables = {**TINY_STUDY, "run": {**TINY_STUDY["run"], "synthetic_count": 16}}
-    return ["--study", str(write_study(tmp_path, tables)), "--out", str(tmp_path / "runs"), "--n-trials", str(trials),
+    return ["--study", str(write_study(tmp_path, tables)), "--run-dir", str(tmp_path / "runs"), "--n-trials", str(trials),
             "--data", "synthetic", "--quiet", "--workers", "2", "--heartbeat", "1", "--trainer", trainer]
 
 

@@ -29,6 +29,9 @@ Keys (user attribute: what it holds):
         search trial whose configuration it trains again, that trial's value, its seed and fold (-1: the study's
         own validation split), and the TrainConfig values it trains.
 
+Study attributes (kept on the study, also only here): run_data (the data and test list its trials train on),
+run_dir (the run folder its trials ran in), refit_settings (a refit study's settings and source study).
+
 Example:
     >>> import optuna
     >>> study = optuna.create_study()
@@ -177,8 +180,13 @@ def record_overhead(trial: optuna.trial.Trial, seconds: float, fraction: float) 
 
 
 def record_failure(trial: optuna.trial.Trial, reason: str) -> None:
-    """Why the trial failed (kept short enough for any storage)."""
-    trial.set_user_attr("fail_reason", reason[:2000])
+    """Why the trial failed (kept short enough for any storage). A trial that is already finished (another worker
+    failed it because its heartbeat was late) keeps no reason: the failure that called this must not be replaced
+    by Optuna's refusal to update it (a Ctrl-C or SIGTERM would be lost)."""
+    try:
+        trial.set_user_attr("fail_reason", reason[:2000])
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
 
 
 def csv_row_attributes(number: int, values: dict[str, Any], notes: str, file_name: str) -> dict[str, Any]:
@@ -207,6 +215,23 @@ def run_data(study: optuna.Study) -> dict[str, str] | None:
     """{"data", "test_list"} that `record_run_data` kept on the study (None for a study from before it)."""
     stored = study.user_attrs.get(RUN_DATA)
     return stored if isinstance(stored, dict) and "data" in stored else None
+
+
+RUN_DIR = "run_dir"  # the study attribute: the run folder its trials ran in (as the last command that ran them saw it)
+
+
+def record_run_dir(study: optuna.Study, run_dir: Path) -> None:
+    """The run folder a command runs the study's trials in, kept on the study so that analyze, export, refit and
+    the dashboard find the trials' folders without --run-dir."""
+    keep = str(Path(run_dir).expanduser().resolve())
+    if study.user_attrs.get(RUN_DIR) != keep:
+        study.set_user_attr(RUN_DIR, keep)
+
+
+def run_dir_of(study: optuna.Study) -> Path | None:
+    """The run folder `record_run_dir` kept on the study (None for a study from before it)."""
+    stored = study.user_attrs.get(RUN_DIR)
+    return Path(stored) if isinstance(stored, str) and stored else None
 
 
 REFIT_SETTINGS = "refit_settings"  # the study attribute of a refit study: its RefitSettings and source study

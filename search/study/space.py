@@ -6,8 +6,8 @@ and the study file was checked so that every arch x encoder x depth it offers ca
 
 Example:
     >>> import optuna
-    >>> from search.space import suggest
-    >>> from search.studies import load_study
+    >>> from search.study.space import suggest
+    >>> from search.study.definition import load_study
     >>> spec = load_study("demo")
     >>> cfg = suggest(optuna.trial.FixedTrial({"lr": 1e-3, "encoder": "resnet18"}), spec)  # doctest: +SKIP
 """
@@ -21,7 +21,7 @@ import optuna
 from polyp.architectures import ARCHITECTURES
 from polyp.config import FIELDS, TrainConfig, field_type, parse_config
 from polyp.losses import parse_loss_spec
-from search.studies import Range, StudySpec
+from search.study.definition import Range, StudySpec
 
 _CONDITIONS = {
     "decoder_attention": lambda chosen: ARCHITECTURES[chosen["arch"]].takes_decoder_attention,

@@ -20,7 +20,7 @@ from polyp.models import input_normalization
 from polyp.plots import loss_curve, predict_masks, prediction_sheet
 from polyp.train.history import write_history
 from polyp.train.loop import TrainResult
-from search.studies import validate_study_name
+from search.study.definition import validate_study_name
 
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore  # the protocol Optuna's stores follow

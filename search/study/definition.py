@@ -5,7 +5,7 @@ A file has four tables: [study] (name, description), [run] (data, sampler, prune
 choice, a table {low, high, log, step} a numeric range).
 
 Example:
-    >>> from search.studies import load_study
+    >>> from search.study.definition import load_study
     >>> spec = load_study("demo")  # studies/demo.toml
     >>> spec.run.sampler
     'tpe'
@@ -23,22 +23,18 @@ from typing import Any
 
 from polyp.architectures import ARCHITECTURES
 from polyp.config import FIELDS, ConfigError, TrainConfig, check_image_size, field_type, parse_config
-from polyp.errors import PolypError
 from polyp.models import is_buildable
+from search.study.errors import StudyError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SAMPLERS = ("tpe", "random", "gp", "grid")
 PRUNERS = ("median", "hyperband", "sha", "none")
-
-
-class StudyError(PolypError):
-    """A study definition that cannot be used; the message names the file and key."""
 
 
 @dataclass(frozen=True)
@@ -238,7 +234,7 @@ def _check_combinations(spec: StudySpec, where: str) -> None:
         cfg = dataclasses.replace(spec.base, arch=arch, encoder=encoder, encoder_depth=depth, decoder_attention="none",
                                   deep_supervision=False)
         if cfg.encoder_weights == "imagenet" and arch in ARCHITECTURES and not ARCHITECTURES[arch].takes_encoder:
-            cfg = dataclasses.replace(cfg, encoder_weights="none")  # as search.space builds it
+            cfg = dataclasses.replace(cfg, encoder_weights="none")  # as search.study.space builds it
         if not is_buildable(cfg):
             raise StudyError(f"{where}[space]: {arch} with encoder {encoder} at depth {depth} cannot be built; "
                              f"remove one of them from the space")

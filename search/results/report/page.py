@@ -10,8 +10,8 @@ from optuna.trial import FrozenTrial
 
 from polyp.evaluate.measures import MEASURES
 from polyp.evaluate.scoring import COLUMNS
-from search.record import TrialRecord, format_number
-from search.report.trials import OPTUNA_PLOTS
+from search.engine.record import TrialRecord, format_number
+from search.results.report.trials import OPTUNA_PLOTS
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
@@ -34,7 +34,7 @@ class ReportParts:
     sheets: dict[int, Path | str] = field(default_factory=dict)
     gradcam: Path | str | None = None
     test_own_size: dict = field(default_factory=dict)  # the best trial on the test split, as polyp.evaluate scores it
-    refit: str = ""  # a refit study's table per configuration (search.refit_table), as printed
+    refit: str = ""  # a refit study's table per configuration (search.results.refit_table), as printed
 
 
 def _link(path: Path, text: str) -> str:

@@ -1,44 +1,63 @@
 """What a command line forces on a study, turned into settings once and applied once.
 
 Run settings (`--data`, `--test-list`, `--sampler`, `--pruner`, `--seed`) replace the study's `[run]` values.
-Training settings (`--epochs`, `--image-size`, `--device`, `--threads`, `--loader-workers`, `--encoder-weights`) are forced on every trial: the study's fixed
-config takes them, and `apply_forced` sets them again on each trial's config after sampling (or after a
-replayed CSV row), so that they beat a searched or spreadsheet value of the same field.
+Training settings (`--epochs`, `--image-size`, `--device`, `--threads`, `--loader-workers`, `--encoder-weights`)
+are forced on every trial: the study's fixed config takes them, and `apply_forced` sets them again on each
+trial's config after sampling (or after a replayed CSV row), so that they beat a searched or spreadsheet value
+of the same field. `search.cli` reads them off the command line once, into a `CommandSettings`.
 
 Example:
-    >>> import argparse
-    >>> forced_settings(argparse.Namespace(epochs=2, image_size=None, device="cpu"))
-    {'epochs': 2, 'device': 'cpu'}
+    >>> settings = CommandSettings(training={"epochs": 2, "device": "cpu"})
+    >>> settings.without("device").training
+    {'epochs': 2}
 """
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from polyp.architectures import ARCHITECTURES
 from polyp.config import ConfigError, TrainConfig, check_image_size, parse_config
-from search.studies import StudySpec
+from search.study.definition import StudySpec
 
 FORCED_FIELDS = ("epochs", "image_size", "device", "threads", "loader_workers", "encoder_weights")  # set for every trial by a command line
 RUN_FLAGS = ("data", "test_list", "sampler", "pruner", "seed")  # [run] settings a command line replaces
 
 
-def forced_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The training settings given on the command line (`--epochs`, `--image-size`, `--device`)."""
-    return {name: getattr(args, name) for name in FORCED_FIELDS if getattr(args, name, None) is not None}
+@dataclass(frozen=True)
+class CommandSettings:
+    """What one command line sets: `[run]` values it replaces and training values it forces on every trial.
+
+    Only the settings the user gave are present; an empty one changes nothing.
+    """
+
+    run: dict[str, Any] = field(default_factory=dict)  # RUN_FLAGS names -> value
+    training: dict[str, Any] = field(default_factory=dict)  # FORCED_FIELDS names -> value
+
+    def __post_init__(self):
+        unknown = sorted(set(self.run) - set(RUN_FLAGS)) + sorted(set(self.training) - set(FORCED_FIELDS))
+        if unknown:
+            raise ValueError(f"CommandSettings: unknown settings {unknown}")
+
+    def without(self, *names: str) -> CommandSettings:
+        """These settings less the named training settings (e.g. a refit's size, which is not its search's)."""
+        return replace(self, training={k: v for k, v in self.training.items() if k not in names})
+
+    def with_training(self, **values: Any) -> CommandSettings:
+        """These settings with more training settings forced."""
+        return replace(self, training={**self.training, **values})
 
 
-def with_command_line(spec: StudySpec, args: argparse.Namespace) -> StudySpec:
-    """The study as this command runs it: its run settings and forced training settings from `args`.
+def with_command_line(spec: StudySpec, settings: CommandSettings) -> StudySpec:
+    """The study as this command runs it: its run settings and forced training settings from `settings`.
 
     Raises:
         ConfigError: a forced value the study cannot use (e.g. an image size that a searched encoder depth
             does not divide), naming the flag.
     """
-    run = replace(spec.run, **{name: getattr(args, name) for name in RUN_FLAGS if getattr(args, name, None) is not None})
-    forced = forced_settings(args)
+    run = replace(spec.run, **settings.run)
+    forced = dict(settings.training)
     base = spec.base
     if "image_size" in forced:
         depths = spec.space.get("encoder_depth", [base.encoder_depth])  # a list: the study refuses depth ranges

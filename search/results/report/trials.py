@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 
 from polyp.io import atomic_path  # noqa: E402
-from search.record import TrialRecord  # noqa: E402
+from search.engine.record import TrialRecord  # noqa: E402
 
 CURVES = (("train_loss", "train loss"), ("val_loss", "validation loss"), ("val_mdice", "validation mDice (per-image mean)"))
 LINE_STYLES = {"COMPLETE": ("solid", "-"), "PRUNED": ("dot", ":"), "RUNNING": ("dashdot", "-."), "FAIL": ("dash", "--")}

@@ -12,7 +12,7 @@ from torch import nn
 from polyp.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
 from polyp.data import ImageSet
 from polyp.plots import gradcam_sheet, predict_masks, prediction_sheet
-from search.artifacts import checkpoint_folder
+from search.engine.artifacts import checkpoint_folder
 
 
 def load_trial_model(files: TrialFiles, trial: FrozenTrial, image_size: int) -> tuple[nn.Module, CheckpointInfo]:

@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 
 from polyp.config import FIELDS, field_type
-from search.studies import PRUNERS, SAMPLERS, Range, StudyError, StudySpec, sampler_pruner_problem
+from search.study.definition import PRUNERS, SAMPLERS, Range, StudyError, StudySpec, sampler_pruner_problem
 
 
 def grid_space(spec: StudySpec) -> dict[str, list[Any]]:

@@ -1,7 +1,7 @@
 """`search.export --ensemble`: a refit study's runs as one model that averages their probabilities.
 
 `--ensemble winner` (the default): the configuration with the best mean validation mDice
-(`search.refit_table.winner`), every complete run of it (its seeds, folds). `--ensemble top`: every refit
+(`search.results.refit_table.winner`), every complete run of it (its seeds, folds). `--ensemble top`: every refit
 configuration, each by its run with the best validation mDice (different configurations, one model each).
 The members go into an ensemble folder (`polyp.checkpoint.save_ensemble`); its `training.json` lists them
 with their trial, seed, fold and metrics, and holds the ensemble's own test-split scores (every measure at the
@@ -19,13 +19,13 @@ from torch import nn
 
 from polyp.checkpoint import CheckpointError, load_checkpoint, same_input, save_ensemble
 from polyp.models.ensemble import Ensemble
-from search.artifacts import checkpoint_folder
-from search.record import TrialRecord, refit_settings
-from search.refit_table import RefitRow, refit_rows, winner
-from search.session import Session
-from search.storage import safe_url
-from search.studies import StudyError
-from search.test_scores import score_test_split
+from search.engine.artifacts import checkpoint_folder
+from search.engine.record import TrialRecord, refit_settings
+from search.engine.session import Session
+from search.engine.storage import safe_url
+from search.results.refit_table import RefitRow, refit_rows, winner
+from search.results.split_scores import score_test_split
+from search.study.definition import StudyError
 
 ENSEMBLE_KINDS = ("winner", "top")
 

@@ -20,8 +20,8 @@ at the end of the header with nothing under them (`arch;encoder;;;`) and empty c
 end are ignored.
 
 Example:
-    >>> from search.spreadsheet import read_spreadsheet
-    >>> from search.studies import load_study
+    >>> from search.study.spreadsheet import read_spreadsheet
+    >>> from search.study.definition import load_study
     >>> sheet = read_spreadsheet("hyperparameters.csv", load_study("grid").base)  # doctest: +SKIP
     >>> sheet.rows[0].config.arch  # doctest: +SKIP
     'unetplusplus'

@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import spearmanr
 
-from search.record import TrialRecord, format_number, refit_settings
+from search.engine.record import TrialRecord, format_number, refit_settings
 
 
 @dataclass(frozen=True)
@@ -131,3 +131,13 @@ def refit_csv(rows: list[RefitRow]) -> str:
                          format_number(row.val_std), format_number(row.test_mean), format_number(row.test_std),
                          " ".join(map(str, row.trials)), row.settings])
     return buffer.getvalue()
+
+
+def winner_line(rows: list[RefitRow]) -> str | None:
+    """The winner and how to export it (None before any configuration finished its runs)."""
+    best = winner(rows)
+    if best is None:
+        return None
+    runs = f"{best.runs} run{'s' if best.runs != 1 else ''}"
+    return (f"winner (best mean validation mDice, {runs}): trial {best.source}'s configuration; "
+            f"search.export exports it" + (f", and with --ensemble its {runs} as one model" if best.runs > 1 else ""))

@@ -13,10 +13,9 @@ import optuna
 from polyp.config import TrainConfig, parse_config
 from polyp.data import PolypData
 from polyp.train import PrintReporter, Reporters, TrainResult, fit
-from search.artifacts import open_artifact_store
-from search.forced import apply_forced
-from search.outputs import trial_dir, upload_files, write_trial_files
-from search.record import (
+from search.engine.artifacts import open_artifact_store
+from search.engine.outputs import trial_dir, upload_files, write_trial_files
+from search.engine.record import (
     csv_values,
     record_config,
     record_failure,
@@ -26,9 +25,10 @@ from search.record import (
     record_start,
     refit_values,
 )
-from search.space import suggest
-from search.storage import retried_trial_number
-from search.studies import StudySpec
+from search.engine.storage import retried_trial_number
+from search.study.definition import StudySpec
+from search.study.forced import apply_forced
+from search.study.space import suggest
 
 Trainer = Callable[..., TrainResult]  # fit(config, data, reporter) -> TrainResult
 
@@ -63,7 +63,7 @@ class Objective:
         trainer: the training function (tests pass a fake one).
         after_trial: hooks called with (trial, facts) once a trial's outputs exist (e.g. dashboard notes).
         verbose: print a line per epoch.
-        artifacts: the artifact store of the trials' files (search.artifacts); None: `<run_dir>/artifacts`.
+        artifacts: the artifact store of the trials' files (search.engine.artifacts); None: `<run_dir>/artifacts`.
         data_for: the data a trial trains on, when it is not `data` (a refit run's cross-validation fold).
     """
 
@@ -72,7 +72,7 @@ class Objective:
     run_dir: Path
     trainer: Trainer = fit
     after_trial: list[Callable[[optuna.trial.Trial, dict], None]] = field(default_factory=list)
-    artifacts: object = None  # the artifact store (search.artifacts); None: the run folder's
+    artifacts: object = None  # the artifact store (search.engine.artifacts); None: the run folder's
     verbose: bool = True
     data_for: Callable[[optuna.trial.Trial], PolypData] | None = None
 

@@ -6,7 +6,7 @@ import optuna
 import optuna_dashboard
 from optuna_dashboard.artifact import get_artifact_path
 
-from search.record import KEY_SETTINGS, artifact_ids, format_setting, trained_config
+from search.engine.record import KEY_SETTINGS, artifact_ids, format_setting, trained_config
 
 
 def note_markdown(trial: optuna.trial.Trial, facts: dict, image_urls: dict[str, str]) -> str:

@@ -15,7 +15,7 @@ from polyp.evaluate.measures import MEASURES, summarize
 from polyp.evaluate.scoring import evaluate_set
 from polyp.images import MASK_THRESHOLD
 from polyp.predict import Predictor
-from search.session import Session
+from search.engine.session import Session
 
 
 def describe(scores: dict) -> str:

@@ -23,8 +23,8 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from polyp.checkpoint import CheckpointError, read_info
 from polyp.errors import PolypError
-from search.outputs import trial_dir
-from search.record import TrialRecord
+from search.engine.outputs import trial_dir
+from search.engine.record import TrialRecord
 
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "training.json")  # uploaded as checkpoint-<name>
 

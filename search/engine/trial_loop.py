@@ -12,8 +12,8 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.record import TrialRecord, format_number
-from search.storage import StudyLock
+from search.engine.record import TrialRecord, format_number
+from search.engine.storage import StudyLock
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)  # a replay or refit
@@ -74,17 +74,25 @@ def print_trial(study: optuna.Study, trial: FrozenTrial) -> None:
 
 def _optimize_one(study: optuna.Study, objective: Callable, callbacks: list, on_start: Callable[[], None]) -> None:
     """Runs one trial, calling `on_start` once it exists; one that another worker marked failed meanwhile (late
-    heartbeat) is given up."""
+    heartbeat) is given up. A Ctrl-C or SIGTERM during the trial always ends here as KeyboardInterrupt, whatever
+    Optuna raises while it records the trial (it refuses to tell a trial the heartbeat already failed)."""
     started: list[int] = []
+    interrupted: list[KeyboardInterrupt] = []
 
     def tracked(trial: optuna.trial.Trial) -> float:
         on_start()
         started.append(trial.number)
-        return objective(trial)
+        try:
+            return objective(trial)
+        except KeyboardInterrupt as interrupt:
+            interrupted.append(interrupt)
+            raise
 
     try:
         study.optimize(tracked, n_trials=1, catch=(Exception,), callbacks=callbacks)
     except Exception:  # Optuna cannot tell a trial that is already FAIL (ValueError, or AssertionError)
+        if interrupted:
+            raise interrupted[0] from None
         taken = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                  if t.number in started and not TrialRecord.of(t).fail_reason]  # not a failure of its own
         if not taken:
@@ -92,6 +100,8 @@ def _optimize_one(study: optuna.Study, objective: Callable, callbacks: list, on_
         print(f"trial {taken[0].number}: another worker marked it failed because its heartbeat was late "
               f"(more than 2x --heartbeat seconds; an overloaded machine?); its retry runs instead.",
               file=sys.stderr, flush=True)
+    if interrupted:  # Optuna's own handling ended quietly (e.g. a KeyboardInterrupt swallowed by a callback)
+        raise interrupted[0]
 
 
 def run_until(study: optuna.Study, objective: Callable, target: int, storage, timeout: float | None = None,

@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -24,17 +23,9 @@ from dataclasses import dataclass
 
 from polyp.config import TrainConfig
 from polyp.train.loader import AUTO, MAX_AUTO_WORKERS, usable_cores
-from search.options import CommandLineError
+from search.study.errors import CommandLineError
 
 WORKER_FLAGS = ("--workers", "--devices")  # what the parent takes; the workers get the rest of the command line
-
-
-def add_worker_options(parser: argparse.ArgumentParser) -> None:
-    """--workers and --devices."""
-    parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes to start on this machine, sharing the study (default 1: this process)")
-    parser.add_argument("--devices", help="with --workers on CUDA: comma-separated devices, e.g. cuda:0,cuda:1 "
-                        "(default: every visible GPU; round-robin when --workers exceeds them)")
 
 
 @dataclass(frozen=True)
@@ -45,25 +36,25 @@ class WorkerPlan:
     environments: list[dict[str, str]]
 
 
-def _cuda_devices(args: argparse.Namespace) -> list[str]:
+def _cuda_devices(devices: str | None, device: str | None) -> list[str]:
     """The CUDA_VISIBLE_DEVICES entry of each device the workers take in turn ([] on the CPU).
 
     Device numbers count the GPUs this process sees: under a CUDA_VISIBLE_DEVICES of its own (a batch
     scheduler's), cuda:1 is the second entry of that list, which is what each worker is given.
     """
     visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    if args.devices:
-        if args.device == "cpu":
-            raise CommandLineError(f"--devices {args.devices} with --device cpu: choose one")
-        names = [d.strip() for d in args.devices.split(",") if d.strip()]
+    if devices:
+        if device == "cpu":
+            raise CommandLineError(f"--devices {devices} with --device cpu: choose one")
+        names = [d.strip() for d in devices.split(",") if d.strip()]
         bad = [d for d in names if not (d.startswith("cuda:") and d[5:].isdigit())]
         if bad:
-            raise CommandLineError(f"--devices {args.devices}: {', '.join(bad)} is not cuda:N")
+            raise CommandLineError(f"--devices {devices}: {', '.join(bad)} is not cuda:N")
         indices = [int(d[5:]) for d in names]
         if visible and max(indices) >= len(visible):
-            raise CommandLineError(f"--devices {args.devices}: this process sees {len(visible)} GPU(s) "
+            raise CommandLineError(f"--devices {devices}: this process sees {len(visible)} GPU(s) "
                                    f"(CUDA_VISIBLE_DEVICES={','.join(visible)})")
-    elif args.device == "cpu":
+    elif device == "cpu":
         return []
     else:
         import torch
@@ -72,7 +63,7 @@ def _cuda_devices(args: argparse.Namespace) -> list[str]:
     return [visible[i] if visible else str(i) for i in indices]
 
 
-def plan_workers(args: argparse.Namespace, argv: list[str], base: TrainConfig,
+def plan_workers(workers: int, devices: str | None, device: str | None, argv: list[str], base: TrainConfig,
                  cpu_count: int | None = None) -> WorkerPlan:
     """Each worker's command line and environment.
 
@@ -81,26 +72,26 @@ def plan_workers(args: argparse.Namespace, argv: list[str], base: TrainConfig,
     (`base`, the study's config as this command runs it): on CUDA one device and a few loader processes, on
     the CPU cores / N training threads and no loader processes.
     """
-    if args.workers < 1:
-        raise CommandLineError(f"--workers {args.workers}: must be 1 or more")
+    if workers < 1:
+        raise CommandLineError(f"--workers {workers}: must be 1 or more")
     command = [*_without_worker_flags(argv), "--workers", "1"]
-    devices = _cuda_devices(args)
+    cuda = _cuda_devices(devices, device)
     cores = cpu_count or usable_cores()
     share: list[str] = []
-    if devices:
-        share += ["--device", "cuda"] if args.device is None else []
+    if cuda:
+        share += ["--device", "cuda"] if device is None else []
         if base.loader_workers == AUTO:
-            share += ["--loader-workers", str(max(1, min(MAX_AUTO_WORKERS, (cores - 1) // args.workers)))]
+            share += ["--loader-workers", str(max(1, min(MAX_AUTO_WORKERS, (cores - 1) // workers)))]
     else:
-        share += ["--threads", str(max(1, cores // args.workers))] if not base.threads else []
+        share += ["--threads", str(max(1, cores // workers))] if not base.threads else []
         share += ["--loader-workers", "0"] if base.loader_workers == AUTO else []
     environments = []
-    for index in range(args.workers):
+    for index in range(workers):
         env = dict(os.environ)
-        if devices:
-            env["CUDA_VISIBLE_DEVICES"] = devices[index % len(devices)]
+        if cuda:
+            env["CUDA_VISIBLE_DEVICES"] = cuda[index % len(cuda)]
         environments.append(env)
-    return WorkerPlan([[*command, *share] for _ in range(args.workers)], environments)
+    return WorkerPlan([[*command, *share] for _ in range(workers)], environments)
 
 
 def _without_worker_flags(argv: list[str]) -> list[str]:
