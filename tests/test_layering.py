@@ -131,3 +131,55 @@ def test_importing_the_trainer_does_not_load_optuna():
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+SEARCH = ROOT / "search"
+LAYERS = ("search.study", "search.engine", "search.results")  # each may import only the layers before it
+COMMANDS = sorted(module_name(path) for path in SEARCH.glob("*.py")
+                  if path.name not in ("__init__.py", "cli.py", "testing.py"))
+LAYER_SOURCES = sorted(path for layer in LAYERS for path in (ROOT / layer.replace(".", "/")).rglob("*.py"))
+
+
+def search_imports(path: Path) -> set[str]:
+    """The search modules or packages `path` imports (dotted, as written)."""
+    return {name for name in full_imports(path) if name.split(".")[0] == "search"}
+
+
+def test_every_command_is_a_module_with_a_main():
+    assert {"search.run", "search.replay", "search.refit", "search.export", "search.analyze", "search.bench",
+            "search.dashboard", "search.demo"} == set(COMMANDS)
+    for name in COMMANDS:
+        assert "def main(" in (ROOT / f"{name.replace('.', '/')}.py").read_text()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_commands_import_the_layers_and_cli_never_each_other(command):
+    path = ROOT / f"{command.replace('.', '/')}.py"
+    others = sorted(name for name in search_imports(path)
+                    if any(name == other or name.startswith(other + ".") for other in COMMANDS if other != command))
+
+    assert not others, f"{command} imports the command(s) {others}; move what it needs into a layer"
+
+
+@pytest.mark.parametrize("path", LAYER_SOURCES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_layers_never_import_commands_cli_or_a_later_layer(path):
+    own = next(layer for layer in LAYERS if module_name(path).startswith(layer))
+    allowed = LAYERS[: LAYERS.index(own) + 1]
+    bad = sorted(name for name in search_imports(path)
+                 if name != "search" and not any(name == layer or name.startswith(layer + ".") for layer in allowed))
+
+    assert not bad, f"{path.relative_to(ROOT)} ({own}) imports {bad}; it may import only {', '.join(allowed)}"
+
+
+def test_cli_imports_only_the_layers():
+    bad = sorted(name for name in search_imports(SEARCH / "cli.py")
+                 if not any(name.startswith(layer) for layer in LAYERS))
+
+    assert not bad, f"search/cli.py imports {bad}"
+
+
+def test_the_layer_rule_finds_a_layer_importing_a_command(tmp_path):
+    source = tmp_path / "late.py"
+    source.write_text("def helper():\n    from search.run import main\n    import search.results.summary\n")
+
+    assert search_imports(source) == {"search.run", "search.run.main", "search.results.summary"}

@@ -14,6 +14,7 @@ from search_fixtures import fast_pictures, search_cache, tiny_spec  # noqa: F401
 from search.engine.notes import write_note
 from search.engine.objective import Objective
 from search.engine.storage import default_storage_url, open_storage
+from search.engine.trial_loop import run_until
 from search.study.forced import CommandSettings, with_command_line
 from search.testing import FakeTrainer, InterruptingTrainer, fake_fit, scripted_dice
 
@@ -141,3 +142,31 @@ def test_a_forced_image_size_keeps_the_study_depth_that_fits_it():
     spec = replace(spec, base=replace(spec.base, encoder_depth=4))  # [train] sets 4, the space searches 3 and 4
     forced = with_command_line(spec, CommandSettings(training={"image_size": 64}))
     assert forced.base.image_size == 64 and forced.base.encoder_depth == 4, "rows without a depth train the study's"
+
+
+class _FailedByAnotherWorker:
+    """A trainer whose trial another worker marks FAIL (its heartbeat was late), then gets a SIGTERM."""
+
+    def __init__(self, storage):
+        self.storage, self.calls = storage, 0
+
+    def __call__(self, cfg, data, reporter=None, evaluate_test=True):
+        self.calls += 1
+        if self.calls > 1:  # a worker that lost the signal goes on training
+            return fake_fit(cfg, data, reporter, evaluate_test)
+        running = [t for t in self.storage.get_all_trials(self.storage.get_all_studies()[0]._study_id)
+                   if t.state == TrialState.RUNNING]
+        self.storage.set_trial_state_values(running[0]._trial_id, TrialState.FAIL)  # as fail_stale_trials does
+        raise KeyboardInterrupt("signal SIGTERM")
+
+
+@pytest.mark.usefixtures("fast_pictures")
+def test_a_sigterm_stops_the_worker_even_when_the_heartbeat_already_failed_its_trial(synthetic_data, tmp_path):
+    storage = open_storage(default_storage_url(tmp_path))
+    study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize")
+    objective = _objective(synthetic_data, tmp_path / "run", trainer=_FailedByAnotherWorker(storage))
+
+    with pytest.raises(KeyboardInterrupt):
+        run_until(study, objective, target=3, storage=storage)
+
+    assert [t.state for t in study.trials] == [TrialState.FAIL], "no further trial started after the signal"

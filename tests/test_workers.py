@@ -114,18 +114,32 @@ def test_a_worker_that_dies_is_reported_and_its_trial_retried(tmp_path: Path, mo
     assert len(failed) == 1 and failed[0].number in retries, "the dead worker's trial ran again"
 
 
+def _wait_for_training(study_dir: Path, deadline_s: float = 120) -> None:
+    """Waits until a trial of the tiny study is RUNNING and has reported an epoch (it is inside the trainer)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if (study_dir / "optuna.db").is_file():
+            try:
+                trials = _study(study_dir).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            except KeyError:  # the study is not created yet
+                trials = []
+            if any(t.intermediate_values for t in trials):
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"no trial was training within {deadline_s} s")
+
+
 def test_sigterm_to_the_command_stops_every_worker_cleanly(tmp_path: Path):
-    argv = _argv(tmp_path, "fake_trainers:epochs_500ms", 20)
+    argv = _argv(tmp_path, "fake_trainers:epochs_1500ms", 20)
     command = subprocess.Popen([sys.executable, "-m", "search.run", *argv], env=worker_env(), text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    seen = []
-    for line in command.stdout:
-        seen.append(line)
-        if line.startswith("[worker") and " trial " in line:
-            break
-    time.sleep(0.5)
+    try:
+        _wait_for_training(tmp_path / "runs")
+    except AssertionError:
+        command.kill()
+        raise
     command.send_signal(signal.SIGTERM)
-    output = "".join(seen) + command.communicate(timeout=120)[0]
+    output = command.communicate(timeout=120)[0]
     assert command.returncode == 130, output
     study = _study(tmp_path / "runs")
     assert not [t for t in study.trials if t.state == TrialState.RUNNING], "every running trial was marked"
