@@ -151,7 +151,8 @@ def wait_for(condition, timeout: float, what: str, workers: list[Worker]):
     raise AssertionError(f"gave up waiting for {what}\n{logs}")
 
 
-@pytest.mark.postgres
+@pytest.mark.slow  # the default run shares studies between workers in test_two_workers_on_one_sqlite_file and
+@pytest.mark.postgres  # test_replay's two PostgreSQL workers
 def test_three_workers_share_one_study(tmp_path, study_file, synthetic_dir, postgres_url):  # noqa: F811
     target = 6
     workers = start_workers(3, tmp_path, study_file, synthetic_dir, target, postgres_url, "fake_trainers:epochs_500ms")
@@ -178,7 +179,8 @@ def test_three_workers_share_one_study(tmp_path, study_file, synthetic_dir, post
         assert f"target {target} finished trials" in worker.output()
 
 
-@pytest.mark.postgres
+@pytest.mark.slow  # the default run retries a dead worker's trial in test_workers.py and
+@pytest.mark.postgres  # test_waiting_worker_retries_a_dead_trial_when_the_rest_is_running
 def test_killed_worker_trial_is_retried_by_another(tmp_path, study_file, synthetic_dir, postgres_url):  # noqa: F811
     target = 2
     workers = start_workers(2, tmp_path, study_file, synthetic_dir, target, postgres_url, "fake_trainers:epochs_1500ms")

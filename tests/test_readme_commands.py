@@ -151,26 +151,48 @@ def test_setup_commands_give_a_document_what_it_reads():
     assert setup_commands(own_storage) == []
 
 
+# The README's commands that the default run leaves to the slow walk-through (`make test-all`) to keep it fast:
+# each is also run by a fast test of its own (tests/test_refit.py, test_replay.py, test_export.py, test_analyze.py).
+SLOW_ONLY = ("search.refit ", "demo.refit", "exported/demo-ensemble", "--retrain", "--gradcam --run-dir",
+             "search.replay --csv hyperparameters.csv --study grid --data synthetic")
+SLOW_DOCS = ("benchmarking.md", "search-options.md")  # timing runs and every option: in the slow run only
+
+
 def test_readme_commands_run_as_written_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    walk(README, tmp_path, monkeypatch, leave_out=SLOW_ONLY)
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs_as_written_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     walk(README, tmp_path, monkeypatch)
 
 
-@pytest.mark.parametrize("document", DOCS, ids=lambda path: path.name)
+def test_the_default_walk_leaves_out_only_commands_it_names():
+    left_out = [c.text for c in runnable_commands(README) if any(marker in c.text for marker in SLOW_ONLY)]
+
+    assert left_out and len(left_out) < len(runnable_commands(README)) // 2
+    assert not any(c.startswith(("make demo", ".venv/bin/python -m search.run", ".venv/bin/python -m search.export "
+                                 "--study demo --out")) for c in left_out)
+
+
+@pytest.mark.parametrize("document", [pytest.param(path, marks=pytest.mark.slow) if path.name in SLOW_DOCS else path
+                                      for path in DOCS], ids=lambda path: path.name)
 def test_docs_commands_run_as_written_in_order(document: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     if not runnable_commands(document):
         pytest.skip(f"docs/{document.name}: every command needs a host, data or set-up from outside")
     walk(document, tmp_path, monkeypatch)
 
 
-def walk(document: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs the document's runnable commands in order in a fresh folder (after its set-up commands)."""
+def walk(document: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, leave_out: tuple[str, ...] = ()) -> None:
+    """Runs the document's runnable commands in order in a fresh folder (after its set-up commands), but those
+    containing one of `leave_out`."""
     monkeypatch.setenv("POLYP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     folder = tmp_path / "checkout"
     folder.mkdir()
     rows = (ROOT / "hyperparameters.csv").read_text().splitlines(keepends=True)[:1 + CSV_ROWS]
     (folder / "hyperparameters.csv").write_text("".join(rows))  # the documents run in the repository's root
-    commands = runnable_commands(document)
+    commands = [c for c in runnable_commands(document) if not any(marker in c.text for marker in leave_out)]
     for words in setup_commands(commands):
         done = subprocess.run([sys.executable, *words], cwd=folder, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"set-up {shlex.join(words)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -195,8 +217,10 @@ def walk(document: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
                     _stop(server)
                     server = None
                 continue
+            started = time.monotonic()
             done = subprocess.run(words + (["--fail", "--silent", "--show-error"] if words[0] == "curl" else []),
                                   cwd=folder, capture_output=True, text=True, timeout=600)
+            print(f"{time.monotonic() - started:6.1f} s  {command.text}")  # shown with -rP: where the walk's time goes
             assert done.returncode == 0, (f"{document.name}: {command.text}\n{done.stdout[-3000:]}\n"
                                           f"{done.stderr[-3000:]}")
     finally:

@@ -201,7 +201,7 @@ def test_export_of_a_refit_study_gives_the_winner_and_its_ensemble(searched, tmp
     assert (tmp_path / "ensemble" / "model.onnx").is_file()
     data = resolve_data_dir("synthetic", 16, 64)
     assert evaluate_main(["--model", str(tmp_path / "ensemble"), "--data", f"synthetic={data}",
-                          "--run-dir", str(tmp_path / "evaluation")]) == 0
+                          "--out", str(tmp_path / "evaluation")]) == 0
     assert "synthetic" in (tmp_path / "evaluation" / "summary.csv").read_text()
 
     assert export_main(["--study", f"{study}.refit", "--run-dir", str(out), "--out", str(tmp_path / "top"),
@@ -278,7 +278,8 @@ def test_confident_ensemble_keeps_its_logit_and_exports_to_onnx(tmp_path: Path):
     assert onnx_max_difference(model, tmp_path / "model.onnx", 16) < 1e-3
 
 
-@pytest.mark.postgres
+@pytest.mark.slow  # refit runs are enqueued once by search.engine.enqueue, which test_replay's two PostgreSQL
+@pytest.mark.postgres  # workers check in the default run
 def test_refit_on_two_machines_through_postgresql(tmp_path: Path, postgres_url):  # noqa: F811
     tables = copy.deepcopy(TINY_STUDY)
     tables["run"].update(synthetic_count=16, sampler="grid", pruner="none")
