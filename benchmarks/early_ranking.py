@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     command = [sys.executable, "-m", "search.run", "--study", str(study_file(args.study, args.val_fraction, out)),
                "--data", str(part), "--test-list", args.test_list, "--sampler", "random", "--pruner", "none",
                "--seed", str(args.seed), "--n-trials", str(args.trials), "--image-size", str(args.image_size),
-               "--epochs", str(args.epochs), "--threads", "2", "--out", str(out), "--quiet"]
+               "--epochs", str(args.epochs), "--threads", "2", "--run-dir", str(out), "--quiet"]
     if args.timeout:
         command += ["--timeout", str(args.timeout)]
     if args.encoder_weights:

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/refit-path")
     args = parser.parse_args(argv)
     out, python = Path(args.out), sys.executable
-    common = ["--study", args.study, "--out", str(out / "runs"), "--data", args.data, "--test-list", args.test_list,
+    common = ["--study", args.study, "--run-dir", str(out / "runs"), "--data", args.data, "--test-list", args.test_list,
               "--threads", str(args.threads), "--quiet"]
     minutes = {
         "search": step("search", [python, "-m", "search.run", *common, "--n-trials", str(args.trials),

@@ -47,7 +47,7 @@ def replay(sheet: Path, workers: list[str], epochs: int) -> float:
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "search.replay", "--csv", str(sheet), "--study", "demo",
-                               "--data", "synthetic", "--pruner", "none", "--epochs", str(epochs), "--out", out,
+                               "--data", "synthetic", "--pruner", "none", "--epochs", str(epochs), "--run-dir", out,
                                "--quiet", *workers], capture_output=True, text=True)
         seconds = time.perf_counter() - started
     if done.returncode != 0:
