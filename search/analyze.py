@@ -28,7 +28,7 @@ from search.results.split_scores import describe
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the report of a study: tables, loss curves, Optuna plots, "
                                                  "prediction sheets, index.html.")
-    add_study_options(parser)
+    add_study_options(parser, reads=True)
     parser.add_argument("--top", type=int, default=3, help="trials with a prediction sheet (default 3)")
     parser.add_argument("--gradcam", action="store_true", help="also draw Grad-CAM heat maps of the best trial")
     args = parser.parse_args(argv)

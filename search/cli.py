@@ -14,6 +14,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import optuna
@@ -31,24 +32,26 @@ __all__ = ["DEFAULT_RUN_DIR", "USER_ERRORS", "CommandLineError", "TrialJob", "fa
            "run_trial_command", "study_request"]
 
 
-def add_study_options(parser: argparse.ArgumentParser, old_out: bool = True) -> None:
+def add_study_options(parser: argparse.ArgumentParser, old_out: bool = True, reads: bool = False) -> None:
     """--study, --storage, --artifacts, --run-dir: which study, where it is stored, where its trials' files are.
 
     Args:
         old_out: also accept `--out` as the old spelling of `--run-dir` (commands whose `--out` is not a
             product folder of their own).
+        reads: the command reads a study its trials ran before (its run folder defaults to theirs).
     """
     parser.add_argument("--study", required=True, help="study name (studies/NAME.toml) or path to a .toml file")
     parser.add_argument("--storage", help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: SQLite in the "
                         "run folder)")
     add_artifacts_option(parser)
-    add_run_dir_option(parser, old_out)
+    add_run_dir_option(parser, old_out, reads)
 
 
-def add_run_dir_option(parser: argparse.ArgumentParser, old_out: bool = True) -> None:
+def add_run_dir_option(parser: argparse.ArgumentParser, old_out: bool = True, reads: bool = True) -> None:
     """--run-dir (and, where `old_out`, its old spelling --out)."""
+    default = f"the one the study's trials ran in, else {DEFAULT_RUN_DIR}/" if reads else f"{DEFAULT_RUN_DIR}/"
     parser.add_argument("--run-dir", dest="run_dir", help=f"run folder: trial folders, optuna.db, artifacts/ "
-                        f"(default: the one the study's trials ran in, else {DEFAULT_RUN_DIR}/)")
+                        f"(default: {default})")
     if old_out:
         parser.add_argument("--out", dest="old_out", help=argparse.SUPPRESS)
 
@@ -123,7 +126,7 @@ def study_request(args: argparse.Namespace, command: str) -> StudyRequest:
     run_dir = args.run_dir
     old = getattr(args, "old_out", None)
     if old is not None:
-        if run_dir is not None and run_dir != old:
+        if run_dir is not None and Path(run_dir).resolve() != Path(old).resolve():
             raise CommandLineError(f"--out {old} and --run-dir {run_dir}: on {command} both name the run folder "
                                    f"(--out is its old spelling); give --run-dir only")
         print(f"note: on {command}, --out is the old spelling of --run-dir (the run folder); use --run-dir {old}",
@@ -147,6 +150,13 @@ def fail(message: str, code: int = 2) -> int:
     """Prints an error for the user and returns the exit code."""
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def _new_spelling(argv: list[str]) -> list[str]:
+    """The command line with the old `--out` of the run folder written `--run-dir` (for the workers, which then
+    print no note of their own)."""
+    return ["--run-dir" if word == "--out" else "--run-dir=" + word[6:] if word.startswith("--out=") else word
+            for word in argv]
 
 
 class TrialJob(Protocol):
@@ -186,8 +196,8 @@ def run_trial_command(module: str, args: argparse.Namespace, argv: list[str] | N
         job = prepare()
         plan = None
         if args.workers != 1:
-            plan = plan_workers(args.workers, args.devices, args.device, sys.argv[1:] if argv is None else argv,
-                                job.session.spec.base)
+            plan = plan_workers(args.workers, args.devices, args.device,
+                                _new_spelling(sys.argv[1:] if argv is None else argv), job.session.spec.base)
     except USER_ERRORS as error:
         return fail(str(error))
     if plan is not None:

@@ -10,15 +10,35 @@ Example:
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from search.engine.trial_loop import interrupt_on_signals
+
+INTERRUPTED = 130
+
 
 def _command(module: str, *flags: str) -> int:
-    """Runs `python -m module flags...` with this interpreter; its output goes where ours goes."""
-    return subprocess.run([sys.executable, "-m", module, *flags], check=False).returncode
+    """Runs `python -m module flags...` with this interpreter; its output goes where ours goes.
+
+    A Ctrl-C or SIGTERM to the demo reaches the command as one SIGTERM (a Ctrl-C from the terminal reaches it
+    directly), so it marks its running trial failed as it does alone; the demo then ends with status 130.
+    """
+    child = subprocess.Popen([sys.executable, "-m", module, *flags])
+    try:
+        return child.wait()
+    except KeyboardInterrupt as interrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:  # a terminal's Ctrl-C (SIGINT) went to the command too: it stops by itself
+            child.wait(timeout=0 if "SIGTERM" in str(interrupt) else 10)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGTERM)
+            child.wait()
+        return INTERRUPTED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-trials", type=int, default=8, help="finished trials of the demo study")
     parser.add_argument("--epochs", type=int, help="epochs per trial (default: the demo study's)")
     args = parser.parse_args(argv)
+    interrupt_on_signals()
     started = time.perf_counter()
     study = ["--study", "demo", "--run-dir", args.out]
     epochs = ["--epochs", str(args.epochs)] if args.epochs else []
@@ -37,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         code = _command(module, *flags)
         if code:
-            return code
+            return INTERRUPTED if code < 0 else code
     report = Path(args.out) / "demo" / "report" / "index.html"
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s. Open next:")
     print(f"  the report:      {report}")

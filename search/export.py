@@ -36,7 +36,7 @@ from search.results.split_scores import describe
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Export the best trial (or trial N) of a study as a checkpoint folder.")
-    add_study_options(parser, old_out=False)
+    add_study_options(parser, old_out=False, reads=True)
     parser.add_argument("--out", required=True, help="export folder (new, empty, or an earlier export: it is replaced)")
     parser.add_argument("--trial", type=int, help="trial number (default: the best complete trial)")
     parser.add_argument("--retrain", action="store_true", help="train the trial's config again if it kept no checkpoint")

@@ -102,7 +102,7 @@ class Refit:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train a study's best configurations again at full size, with "
                                                  "several seeds (or folds), as the trials of the study NAME.refit.")
-    add_study_options(parser)
+    add_study_options(parser, reads=True)
     parser.add_argument("--top", type=int, help="best complete trials to train again (default: the study's [refit] "
                         "top, else 3)")
     parser.add_argument("--seeds", type=int, help="runs per configuration (default: [refit] seeds, else 2)")

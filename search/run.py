@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if note:
             print(note, flush=True)
         session = open_session(request, spec=spec)
-        if note:
-            check_stored_choices(session, "encoder")
+        check_stored_choices(session, "encoder")
         return Search(session, load_data(session), args.n_trials)  # decoded once, before any worker starts
 
     return run_trial_command("search.run", args, argv, prepare)

@@ -114,13 +114,14 @@ def test_a_worker_that_dies_is_reported_and_its_trial_retried(tmp_path: Path, mo
     assert len(failed) == 1 and failed[0].number in retries, "the dead worker's trial ran again"
 
 
-def _wait_for_training(study_dir: Path, deadline_s: float = 120) -> None:
-    """Waits until a trial of the tiny study is RUNNING and has reported an epoch (it is inside the trainer)."""
+def _wait_for_training(study_dir: Path, deadline_s: float = 120, name: str = "tiny") -> None:
+    """Waits until a trial of the study is RUNNING and has reported an epoch (it is inside the trainer)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if (study_dir / "optuna.db").is_file():
             try:
-                trials = _study(study_dir).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                trials = optuna.load_study(study_name=name, storage=default_storage_url(study_dir)).get_trials(
+                    deepcopy=False, states=(TrialState.RUNNING,))
             except KeyError:  # the study is not created yet
                 trials = []
             if any(t.intermediate_values for t in trials):
@@ -145,3 +146,22 @@ def test_sigterm_to_the_command_stops_every_worker_cleanly(tmp_path: Path):
     assert not [t for t in study.trials if t.state == TrialState.RUNNING], "every running trial was marked"
     interrupted = [t for t in study.trials if "interrupted" in TrialRecord.of(t).fail_reason]
     assert 1 <= len(interrupted) <= 2 and finished_count(study) < 20
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_demo_stops_its_search_and_marks_the_running_trial(tmp_path: Path):
+    demo = subprocess.Popen([sys.executable, "-m", "search.demo", "--out", str(tmp_path / "demo"), "--n-trials", "40"],
+                            env={**worker_env(), "POLYP_CACHE": str(tmp_path / "cache")}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_training(tmp_path / "demo", deadline_s=300, name="demo")
+    except AssertionError:
+        demo.kill()
+        raise
+    demo.send_signal(signal.SIGTERM)
+    output = demo.communicate(timeout=120)[0]
+
+    assert demo.returncode == 130, output
+    trials = optuna.load_study(study_name="demo", storage=default_storage_url(tmp_path / "demo")).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING], "the running trial was marked"
+    assert any("interrupted" in TrialRecord.of(t).fail_reason for t in trials)

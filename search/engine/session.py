@@ -114,26 +114,31 @@ def open_session(request: StudyRequest, create: bool = True, spec: StudySpec | N
         study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", load_if_exists=True,
                                     pruner=pruner)  # the sampler: Session.sampler_for, one per trial
         record_run_data(study, spec.run.data, spec.run.test_list)
-        record_run_dir(study, run_dir)
+        if given is not None or run_dir_of(study) is None:  # a worker elsewhere with the default keeps the study's
+            record_run_dir(study, run_dir)
         return Session(spec, run_dir, url, storage, study, artifacts)
     study = load_existing(storage, url, spec.name)
     stored = run_dir_of(study)
     if given is None and stored is not None and stored.is_dir():
-        run_dir = stored  # where its trials ran: their folders and (by default) their artifacts
+        run_dir = writable_run_dir(stored)  # where its trials ran: their folders and (by default) their artifacts
     spec = with_stored_data(with_stored_refit(spec, study, request), study, request)
     return Session(spec, run_dir, url, storage, study, open_artifact_store(run_dir, request.artifacts))
 
 
 def check_stored_choices(session: Session, name: str) -> None:
     """Refuses to search `name` over other choices than the study's earlier trials did (Optuna cannot mix them:
-    every new trial would fail), naming both lists."""
+    every new trial would fail), naming both lists. Offline a search leaves out the encoders without ImageNet
+    weights, so a study begun on one machine may not go on as it is on another."""
     wanted = session.spec.space.get(name)
+    if not isinstance(wanted, list):
+        return
     for trial in session.study.get_trials(deepcopy=False):
         stored = trial.distributions.get(name)
         if isinstance(stored, optuna.distributions.CategoricalDistribution) and list(stored.choices) != wanted:
             raise StudyError(f"study {session.spec.name}: its trials searched {name} over {list(stored.choices)}, "
-                             f"this machine can search only {wanted} (the others have no ImageNet weights here); "
-                             f"run it where they have, or as a new study (another --storage or study file)")
+                             f"this command searches {wanted} (on a machine without internet only the encoders with "
+                             f"local ImageNet weights are searched); run it where the same encoders have weights, "
+                             f"or as a new study (another --storage or study file)")
 
 
 def load_existing(storage: optuna.storages.RDBStorage, url: str, name: str) -> optuna.Study:
