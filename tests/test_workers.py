@@ -20,7 +20,7 @@ from search_fixtures import TINY_STUDY, finished_count, search_cache, worker_env
 from polyp.config import TrainConfig
 from search.cli import CommandLineError
 from search.engine.record import TrialRecord
-from search.engine.storage import default_storage_url
+from search.engine.storage import default_storage_url, open_storage
 from search.engine.workers import plan_workers
 from search.run import main as run_main
 
@@ -119,9 +119,9 @@ def _wait_for_training(study_dir: Path, deadline_s: float = 120, name: str = "ti
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if (study_dir / "optuna.db").is_file():
-            try:
-                trials = optuna.load_study(study_name=name, storage=default_storage_url(study_dir)).get_trials(
-                    deepcopy=False, states=(TrialState.RUNNING,))
+            try:  # open_storage takes the creation lock the workers take: no race creating the tables
+                trials = optuna.load_study(study_name=name, storage=open_storage(default_storage_url(study_dir))
+                                           ).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             except KeyError:  # the study is not created yet
                 trials = []
             if any(t.intermediate_values for t in trials):
