@@ -26,6 +26,7 @@ ARCHS = tuple(ARCHITECTURES)
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("onecycle", "cosine", "plateau", "constant")
 AUGMENTS = ("none", "light", "medium", "heavy")
+PHOTOMETRICS = ("none", "light", "strong")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 DECODER_ATTENTIONS = ("none", "scse")
@@ -59,6 +60,9 @@ class TrainConfig:
     tversky_beta: float = 0.7  # tversky weight of false negatives
     focal_gamma: float = 2.0  # focal loss focusing exponent
     augment: str = "medium"  # none | light | medium | heavy
+    photometric: str = "none"  # none | light | strong: colour, brightness, contrast, gamma, hue, blur, JPEG, CLAHE
+    multi_scale: bool = False  # PraNet's rescale of each batch to 0.75, 1 or 1.25 x image_size (multiples of 32)
+    swa_epochs: int = 0  # average the weights of the last N epochs run (torch.optim.swa_utils); 0 = off
     early_stop_patience: int = 0  # epochs without val Dice gain before stopping; 0 = off
     grad_clip: float = 0.0  # max gradient L2 norm; 0 = off
     precision: str = "auto"  # auto (bf16 where the device supports it) | fp32 | bf16 | fp16
@@ -84,6 +88,7 @@ _CHOICES = {
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     "augment": AUGMENTS,
+    "photometric": PHOTOMETRICS,
     "precision": PRECISIONS,
     "device": DEVICES,
     "decoder_attention": DECODER_ATTENTIONS,
@@ -101,6 +106,7 @@ _RANGES = {  # inclusive bounds
     "tversky_beta": (0.0, 1.0),
     "focal_gamma": (0.0, 10.0),
     "early_stop_patience": (0, 10_000),
+    "swa_epochs": (0, 10_000),
     "grad_clip": (0.0, 1e6),
     "threads": (0, 1024),
     "loader_workers": (-1, 64),

@@ -13,10 +13,11 @@ from __future__ import annotations
 import re
 
 import torch
+import torch.nn.functional as F
 from segmentation_models_pytorch import losses as smp_losses
 from torch import nn
 
-LOSS_NAMES = ("bce", "dice", "focal", "tversky", "jaccard", "lovasz")
+LOSS_NAMES = ("bce", "dice", "focal", "tversky", "jaccard", "lovasz", "structure")
 _TERM = re.compile(r"^\s*(?:(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*\*\s*)?([a-z]+)\s*$")
 
 
@@ -44,6 +45,25 @@ def parse_loss_spec(spec: str) -> list[tuple[float, str]]:
     return terms
 
 
+class StructureLoss(nn.Module):
+    """PraNet's structure loss: weighted BCE + weighted IoU, each pixel weighted 1 + 5·|avgpool31(mask) − mask|.
+
+    The weight is largest near the polyp's boundary (where the 31×31 neighbourhood mixes polyp and
+    background), so the loss asks most where models of another centre fail: the edges. Per image, then
+    averaged over the batch, as PraNet (Fan et al., MICCAI 2020) computes it.
+    """
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = 1 + 5 * torch.abs(F.avg_pool2d(target, kernel_size=31, stride=1, padding=15) - target)
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        weighted_bce = (weight * bce).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
+        prob = torch.sigmoid(logits)
+        inter = (prob * target * weight).sum(dim=(2, 3))
+        union = ((prob + target) * weight).sum(dim=(2, 3))
+        weighted_iou = 1 - (inter + 1) / (union - inter + 1)
+        return (weighted_bce + weighted_iou).mean()
+
+
 def _make(name: str, tversky_alpha: float, tversky_beta: float, focal_gamma: float) -> nn.Module:
     mode = smp_losses.BINARY_MODE
     makers = {
@@ -53,6 +73,7 @@ def _make(name: str, tversky_alpha: float, tversky_beta: float, focal_gamma: flo
         "tversky": lambda: smp_losses.TverskyLoss(mode, from_logits=True, alpha=tversky_alpha, beta=tversky_beta),
         "jaccard": lambda: smp_losses.JaccardLoss(mode, from_logits=True),
         "lovasz": lambda: smp_losses.LovaszLoss(mode, per_image=True),
+        "structure": StructureLoss,
     }
     return makers[name]()
 

@@ -17,7 +17,7 @@ from polyp.runtime import Normalizer
 from polyp.train import fit
 from polyp.train.optim import build_optimizer
 
-HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "val_mdice", "val_miou", "val_dice_pooled", "lr", "seconds",
+HISTORY_KEYS = {"epoch", "train_loss", "val_loss", "val_mdice", "val_miou", "val_dice_pooled", "objective", "lr", "seconds",
                 "train_seconds", "images_per_second", "data_wait_fraction"}
 
 
@@ -47,7 +47,8 @@ def test_fit_returns_history_and_best_metrics(tiny_config, synthetic_data):
     assert result.best_epoch in (1, 2)
     assert result.best_val["mdice"] == max(row["val_mdice"] for row in result.history)
     assert result.best_val["mdice"] == result.history[result.best_epoch - 1]["val_mdice"]
-    assert set(result.best_val) == {"loss", *METRIC_NAMES}
+    assert set(result.best_val) == {"loss", *METRIC_NAMES, "objective"}
+    assert result.objective == result.best_val["mdice"]  # no external set: the objective is validation mDice
     assert result.test is not None and set(result.test) == {"loss", *METRIC_NAMES}
     assert not result.model.training
     assert result.parameters == count_parameters(result.model) > 0

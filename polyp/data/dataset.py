@@ -11,11 +11,11 @@ from polyp.data.loading import ImageSet
 
 
 class SegmentationDataset(Dataset):
-    """Yields (image uint8 3xSxS, mask float 1xSxS) pairs, augmented when `augment` is not "none"."""
+    """Yields (image uint8 3xSxS, mask float 1xSxS) pairs, augmented when `augment` or `photometric` is not "none"."""
 
-    def __init__(self, images: ImageSet, augment: str = "none", seed: int | None = None):
+    def __init__(self, images: ImageSet, augment: str = "none", seed: int | None = None, photometric: str = "none"):
         self.images, self.seed = images, seed or 0
-        self.transform = build_augmentation(augment, seed)
+        self.transform = build_augmentation(augment, seed, photometric)
 
     def __len__(self) -> int:
         return len(self.images)

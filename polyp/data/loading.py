@@ -41,6 +41,17 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.stems)
 
+    @staticmethod
+    def joined(parts: dict[str, ImageSet]) -> ImageSet:
+        """Several sets' images as one, each stem written "name/stem" (the first set's mask convention)."""
+        sets = list(parts.values())
+        return ImageSet(
+            [f"{name}/{stem}" for name, part in parts.items() for stem in part.stems],
+            np.concatenate([part.images for part in sets]), np.concatenate([part.masks for part in sets]),
+            [size for part in sets for size in part.sizes], sets[0].convention,
+            [has for part in sets for has in part.has_polyp], [item for part in sets for item in part.skipped],
+        )
+
 
 def read_image(path: Path) -> np.ndarray:
     """Reads an RGB image as uint8 (H,W,3); raises DataError naming the file when it cannot."""

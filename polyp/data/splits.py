@@ -21,6 +21,9 @@ class Split:
     seed: int
     method: str  # "fractions" or "test-list:<file>"
     folds: list[list[str]] = field(default_factory=list)  # cross-validation folds of train + val (empty: none)
+    sets: dict[str, dict] = field(default_factory=dict)  # several training sets: name -> its own split (folder,
+    #   train, val, test, method); the lists above then hold "name/stem"
+    external: dict[str, dict] = field(default_factory=dict)  # validation sets never trained on: name -> folder, stems
 
     def with_folds(self, count: int, seed: int = 0) -> Split:
         """This split with its train and validation images dealt, shuffled by `seed`, into `count` folds
@@ -63,12 +66,42 @@ def read_test_list(path: str | Path) -> list[str]:
     return stems
 
 
+def _units(stems: list[str], groups: dict[str, str] | None, seed: int) -> list[list[str]]:
+    """`stems` as shuffled units: one stem each, or (with `groups`) every stem of one group together."""
+    if not groups:
+        units = [[stem] for stem in stems]
+    else:
+        by_group: dict[str, list[str]] = {}
+        for stem in stems:
+            by_group.setdefault(groups[stem], []).append(stem)
+        units = [by_group[group] for group in sorted(by_group)]
+    random.Random(seed).shuffle(units)
+    return units
+
+
+def _take(units: list[list[str]], count: int) -> tuple[list[str], list[list[str]]]:
+    """Whole units from the front until they hold at least `count` stems; the stems and the units left."""
+    taken: list[str] = []
+    while units and len(taken) < count:
+        taken += units.pop(0)
+    return sorted(taken), units
+
+
+def limited_stems(stems: list[str], limit: int, seed: int, groups: dict[str, str] | None = None) -> list[str]:
+    """At most `limit` of `stems` (all of them when `limit` is 0), chosen by `seed`, whole groups at a time
+    (the last group is cut to keep the limit)."""
+    if not limit or limit >= len(stems):
+        return sorted(stems)
+    return sorted([stem for unit in _units(sorted(stems), groups, seed) for stem in unit][:limit])
+
+
 def make_split(
     stems: list[str],
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     test_list: str | Path | None = None,
+    groups: dict[str, str] | None = None,
 ) -> Split:
     """Splits `stems` into train/val/test.
 
@@ -78,10 +111,15 @@ def make_split(
         val_fraction: share of all images for validation.
         test_fraction: share of all images for testing (ignored with `test_list`).
         test_list: a file of test stems (e.g. the PraNet Kvasir list); the rest is split into train/val.
+        groups: {stem: group} (`polyp.data.sources.read_groups`): every group lands on one side of the split
+            (a group the test list cuts keeps its other images together), so frames of one video never sit
+            in both training and validation.
 
     Returns:
         The split, each part sorted.
     """
+    if groups:
+        return _group_split(stems, seed, val_fraction, test_fraction, test_list, groups)
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DataError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must leave images to train on")
     ordered = sorted(stems)
@@ -107,3 +145,21 @@ def make_split(
     if not train or (val_fraction > 0 and not val):
         raise DataError(f"{len(ordered)} images are too few to split into train/val/test")
     return Split(train=train, val=val, test=test, seed=seed, method=method)
+
+
+def _group_split(stems: list[str], seed: int, val_fraction: float, test_fraction: float,
+                 test_list: str | Path | None, groups: dict[str, str]) -> Split:
+    plain = make_split(stems, seed, val_fraction, test_fraction, test_list)  # checks the fractions and list
+    ordered = sorted(stems)
+    if test_list is not None:
+        test = plain.test
+        units = _units([s for s in ordered if s not in set(test)], groups, seed)
+    else:
+        units = _units(ordered, groups, seed)
+        test, units = _take(units, len(plain.test))
+    val, units = _take(units, len(plain.val))
+    train = sorted(stem for unit in units for stem in unit)
+    if not train or (val_fraction > 0 and not val):
+        raise DataError(f"{len(ordered)} images in {len(set(groups.values()))} groups are too few to split into "
+                        f"train/val/test by group")
+    return Split(train=train, val=val, test=test, seed=seed, method=f"{plain.method}, by group")

@@ -4,6 +4,9 @@ Example:
     python -m polyp.train --data synthetic --arch unetplusplus --encoder mobilenet_v2 --epochs 5 --out runs/one
     python -m polyp.train --data ../shared/data/kvasir-seg --test-list ../shared/data/splits/pranet_test_kvasir.txt \
         --arch linknet --encoder resnet34 --image-size 160 --epochs 25 --out runs/linknet-r34
+    python -m polyp.train --data kvasir=../shared/data/kvasir-seg --test-list kvasir=pranet_test_kvasir.txt \
+        --val-data cvc=../shared/data/cvc-clinicdb --groups cvc=../shared/data/cvc-clinicdb/sequences.csv \
+        --val-limit 200 --objective mean --out runs/cross-centre
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sys
 
 from polyp.checkpoint import save_checkpoint
 from polyp.config import load_config
-from polyp.data import Split, prepare_data
+from polyp.data import Split, prepare_data, training_sources, validation_sources
 from polyp.errors import PolypError
 from polyp.io import make_folder, write_json
 from polyp.runtime import resolve_device
@@ -30,16 +33,34 @@ def _summary(result: TrainResult) -> dict:
             "seconds": result.seconds, "images_per_second": result.images_per_second}
 
 
+def data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data flags: training sets, their test lists and groups, external validation sets, the objective."""
+    parser.add_argument("--data", required=True, action="append", metavar="[NAME=]FOLDER",
+                        help="a training set: folder with images/ and masks/, or 'synthetic'; repeat for several "
+                        "sets (NAME=FOLDER names one; each is split on its own)")
+    parser.add_argument("--test-list", action="append", default=[], metavar="[NAME=]FILE",
+                        help="file of a set's test image stems (e.g. the PraNet Kvasir list); NAME= with several sets")
+    parser.add_argument("--groups", action="append", default=[], metavar="NAME=CSV",
+                        help="a set's groups file (CSV: stem,group, e.g. CVC-ClinicDB's sequences.csv): each group "
+                        "stays on one side of the split")
+    parser.add_argument("--val-data", action="append", default=[], metavar="[NAME=]FOLDER",
+                        help="a validation set never trained on (another centre), scored every epoch; repeatable")
+    parser.add_argument("--val-limit", type=int, default=0, metavar="N",
+                        help="score at most N images of each --val-data set (chosen once, seeded, by group); 0 = all")
+    parser.add_argument("--objective", default="mean",
+                        help="what picks the best epoch: mean (in-domain validation and every --val-data set), "
+                        "worst, or a set's name (default: mean)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train one polyp segmentation model.")
-    parser.add_argument("--data", required=True, help="folder with images/ and masks/, or 'synthetic'")
+    data_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder: checkpoint, history.csv, split.json")
     parser.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
-    parser.add_argument("--test-list", help="file of test image stems (e.g. the PraNet Kvasir list)")
     parser.add_argument("--split", help="a split.json manifest to reuse")
     parser.add_argument("--val-fraction", type=float, default=0.1,
-                        help="share of all images for validation (selects the best epoch); 0 = train on everything "
-                        "but the test images and keep the last epoch")
+                        help="share of each set's images for validation (selects the best epoch); 0 = train on "
+                        "everything but the test images and keep the last epoch (or select by --val-data)")
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--tensorboard", action="store_true", help="also log to <out>/tensorboard")
@@ -48,15 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args, load_config(args.config) if args.config else None)
         resolve_device(cfg.device)
-        data = prepare_data(args.data, cfg.image_size, args.split_seed, args.val_fraction, args.test_fraction,
-                            args.test_list, Split.load(args.split) if args.split else None)
-        check_validation(cfg, len(data.val))
+        sources = training_sources(args.data, args.test_list, args.groups, args.val_data)
+        external = validation_sources(args.val_data, args.groups, [s.name for s in sources])
+        data = prepare_data(sources, cfg.image_size, args.split_seed, args.val_fraction, args.test_fraction,
+                            split=Split.load(args.split) if args.split else None, external=external,
+                            val_limit=args.val_limit, objective=args.objective)
+        check_validation(cfg, len(data.val) + sum(map(len, data.external.values())))
         out = make_folder(args.out, "--out")
     except PolypError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     data.split.save(out / "split.json")
     print(data.describe(cfg.image_size))
+    if data.external or len(data.sets) > 1:
+        print(f"objective: {data.objective} (picks the best epoch)")
     for note in data.notes():
         print(note)
     reporters = Reporters([PrintReporter(total_epochs=cfg.epochs),
@@ -69,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         save_checkpoint(result.model, cfg, out / "checkpoint", {"metrics": {"val": result.best_val, "test": result.test},
                                                                 "data": str(data.root)})
     test = result.test or {}
+    if result.averaged:
+        print(f"weights averaged over {result.averaged} (they scored a better validation objective than any epoch)")
     print(f"{result.status}: best epoch {result.best_epoch}, val mdice {result.best_val.get('mdice', float('nan')):.4f}, "
           f"test mdice {test.get('mdice', float('nan')):.4f} miou {test.get('miou', float('nan')):.4f}, "
           f"{result.images_per_second:.1f} img/s, {result.seconds:.0f} s")

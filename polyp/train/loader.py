@@ -65,7 +65,7 @@ def train_loader(cfg: TrainConfig, images: ImageSet, generator: torch.Generator,
     device = device or torch.device("cpu")
     workers = loader_workers(cfg, device)
     return DataLoader(
-        SegmentationDataset(images, cfg.augment, seed=cfg.seed), batch_size=cfg.batch_size, shuffle=True,
+        SegmentationDataset(images, cfg.augment, seed=cfg.seed, photometric=cfg.photometric), batch_size=cfg.batch_size, shuffle=True,
         drop_last=len(images) > cfg.batch_size, generator=generator, num_workers=workers,
         persistent_workers=workers > 0, worker_init_fn=_seed_worker if workers else None,
         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,

@@ -31,9 +31,13 @@ class PrintReporter:
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, Any]) -> bool:
         of = f"/{self.total}" if self.total else ""
+        sets = "".join(f"  {name} {value:.4f}" for name, value in metrics.items()
+                       if name.startswith("val_") and name.endswith("_mdice") and name != "val_mdice")
+        objective = f"  objective {metrics['objective']:.4f}" if sets else ""
         print(
             f"{self.prefix}epoch {epoch}{of}  train_loss {metrics['train_loss']:.4f}  val_loss {metrics['val_loss']:.4f}  "
-            f"val_mdice {metrics['val_mdice']:.4f}  lr {metrics['lr']:.2e}  {metrics['images_per_second']:.1f} img/s",
+            f"val_mdice {metrics['val_mdice']:.4f}{sets}{objective}  lr {metrics['lr']:.2e}  "
+            f"{metrics['images_per_second']:.1f} img/s",
             flush=True,
         )
         return False

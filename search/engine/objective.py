@@ -38,14 +38,15 @@ class TrialFailed(RuntimeError):
 
 
 class OptunaReporter:
-    """Reports each epoch's validation mDice to the trial and asks the pruner whether to stop."""
+    """Reports each epoch's objective (validation mDice unless external sets are scored) to the trial and asks the
+    pruner whether to stop."""
 
     def __init__(self, trial: optuna.trial.Trial, epochs: int):
         self.trial, self.epochs = trial, epochs
         self.pruned_at: int | None = None
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, Any]) -> bool:
-        self.trial.report(metrics["val_mdice"], step=epoch)
+        self.trial.report(metrics.get("objective", metrics["val_mdice"]), step=epoch)
         if epoch < self.epochs and self.trial.should_prune():  # after the last epoch there is nothing to save
             self.pruned_at = epoch
             return True
@@ -125,5 +126,8 @@ class Objective:
         if not result.best_epoch:
             raise TrialFailed("no epoch finished")
         if result.status == "stopped":
-            raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at} (val mDice {result.history[-1]['val_mdice']:.4f})")
-        return float(result.best_val["mdice"])
+            last = result.history[-1]
+            score = (f"val mDice {last['val_mdice']:.4f}" if last.get("objective", last["val_mdice"]) == last["val_mdice"]
+                     else f"objective {last['objective']:.4f}, val mDice {last['val_mdice']:.4f}")
+            raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at} ({score})")
+        return result.objective
