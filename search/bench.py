@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         build_pruner(spec.run.pruner, spec)  # refuses a sampler/pruner pair now rather than after the grid has run
         trainer = import_trainer(args.trainer)
         run = spec.run
-        data = prepare_data(run.data, spec.base.image_size, run.seed, run.val_fraction, run.test_fraction,
-                            test_list=run.test_list or None, synthetic_count=run.synthetic_count)
+        data = prepare_data(run.sources(), spec.base.image_size, run.seed, run.val_fraction, run.test_fraction,
+                            synthetic_count=run.synthetic_count, external=run.external(), val_limit=run.val_limit,
+                            objective=run.objective)
         read_spreadsheet(args.csv, spec.base)
     except USER_ERRORS as error:
         return fail(str(error))

@@ -63,9 +63,23 @@ def add_artifacts_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
-    """--data and --test-list: the images a search trains, validates and tests on."""
-    parser.add_argument("--data", help="folder with images/ and masks/, or 'synthetic' (default: the study's)")
-    parser.add_argument("--test-list", help="file of test image stems (e.g. the PraNet Kvasir list)")
+    """--data, --test-list, --groups, --val-data, --val-limit, --objective: the images a search trains,
+    validates and tests on, and the score it ranks trials by."""
+    parser.add_argument("--data", action="append", metavar="[NAME=]FOLDER",
+                        help="a training set: folder with images/ and masks/, or 'synthetic'; repeat for several "
+                        "(NAME=FOLDER; default: the study's)")
+    parser.add_argument("--test-list", action="append", metavar="[NAME=]FILE",
+                        help="file of a set's test image stems (e.g. the PraNet Kvasir list); NAME= with several sets")
+    parser.add_argument("--groups", action="append", metavar="NAME=CSV",
+                        help="a set's groups file (stem,group, e.g. CVC-ClinicDB's sequences.csv): a group stays on "
+                        "one side of the split")
+    parser.add_argument("--val-data", action="append", metavar="[NAME=]FOLDER",
+                        help="a validation set never trained on (another centre), scored every epoch; repeatable")
+    parser.add_argument("--val-limit", type=int, metavar="N",
+                        help="score at most N images of each --val-data set (default: the study's; 0 = all)")
+    parser.add_argument("--objective",
+                        help="what ranks and prunes trials: mean (in-domain validation and every --val-data set), "
+                        "worst, or a set's name (default: the study's, else mean)")
 
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:

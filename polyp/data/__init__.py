@@ -127,7 +127,7 @@ def resolve_data_dir(data: str | Path, synthetic_count: int = 96, synthetic_size
     """Returns the folder for `data`; "synthetic" generates (once) and returns the synthetic set."""
     if str(data) == SYNTHETIC:
         return synthetic_folder(default_cache_dir(), count=synthetic_count, size=max(64, synthetic_size))
-    return Path(data)
+    return Path(data).expanduser()
 
 
 def _sources(data: str | Path | DataSource | list[DataSource], test_list: str | Path | None) -> list[DataSource]:

@@ -126,7 +126,7 @@ def read_groups(path: str | Path, stems: list[str], set_name: str) -> dict[str, 
         DataError: the file cannot be read, has fewer than two columns, puts one stem in two groups, or
             names no image of the set.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     try:
         with open(path, newline="") as handle:
             rows = list(csv.reader(handle))

@@ -57,7 +57,7 @@ class Split:
 
 def read_test_list(path: str | Path) -> list[str]:
     """Reads a file of test stems, one per line (file names with suffixes are accepted)."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: test list does not exist")
     stems = [Path(line.strip()).stem for line in path.read_text().splitlines() if line.strip()]

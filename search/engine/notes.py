@@ -6,7 +6,10 @@ import optuna
 import optuna_dashboard
 from optuna_dashboard.artifact import get_artifact_path
 
-from search.engine.record import KEY_SETTINGS, artifact_ids, format_setting, trained_config
+from search.engine.record import KEY_SETTINGS, artifact_ids, format_setting, set_scores, trained_config
+
+
+ROBUSTNESS = ("photometric", "multi_scale", "swa_epochs")  # shown when a trial sets them
 
 
 def note_markdown(trial: optuna.trial.Trial, facts: dict, image_urls: dict[str, str]) -> str:
@@ -15,10 +18,14 @@ def note_markdown(trial: optuna.trial.Trial, facts: dict, image_urls: dict[str, 
     rows = ["| metric | validation (best epoch) | test (reporting only) |", "|---|---|---|"]
     for name in ("mdice", "miou", "dice_pooled", "iou_pooled", "precision", "recall"):
         rows.append(f"| {name} | {val.get(name, float('nan')):.4f} | {test.get(name, float('nan')):.4f} |")
+    for name in set_scores(val):  # each training set's part and each external validation set
+        rows.append(f"| {name} | {val[name]:.4f} | |")
+    if set_scores(val):
+        rows.append(f"| objective | {val.get('objective', float('nan')):.4f} | |")
     config = trained_config(trial)
     settings = ["| setting | value |", "|---|---|"] + [
-        f"| {k} | `{format_setting(config[k])}` |" for k in (*KEY_SETTINGS, "augment", "schedule")
-        if k in config]  # a table, not one long line: the dashboard does not wrap inline code
+        f"| {k} | `{format_setting(config[k])}` |" for k in (*KEY_SETTINGS, "augment", "schedule", *ROBUSTNESS)
+        if k in config and (k not in ROBUSTNESS or config[k] not in ("none", False, 0))]  # a table, not one long line: the dashboard does not wrap inline code
     lines = [f"## Trial {trial.number}: {facts.get('status')}", "",
              f"best epoch {facts.get('best_epoch')} of {facts.get('epochs_run')} run; "
              f"{facts.get('parameters', 0) / 1e6:.2f} M parameters; {facts.get('images_per_second', 0):.1f} img/s", "",

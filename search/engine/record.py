@@ -29,7 +29,8 @@ Keys (user attribute: what it holds):
         search trial whose configuration it trains again, that trial's value, its seed and fold (-1: the study's
         own validation split), and the TrainConfig values it trains.
 
-Study attributes (kept on the study, also only here): run_data (the data and test list its trials train on),
+Study attributes (kept on the study, also only here): run_data (the data sets, test lists, validation sets and
+objective its trials train and rank by),
 run_dir (the run folder its trials ran in), refit_settings (a refit study's settings and source study).
 
 Example:
@@ -53,6 +54,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from polyp.config import TrainConfig
+from polyp.data.sources import split_name
 from polyp.train import TrainResult
 
 KEY_SETTINGS = ("arch", "encoder", "encoder_depth", "lr", "batch_size", "loss", "optimizer")  # a trial in one line
@@ -203,16 +205,45 @@ def refit_attributes(source: FrozenTrial, seed: int, fold: int, values: dict[str
 RUN_DATA = "run_data"  # the study attribute: the data folder and test list its trials trained on
 
 
-def record_run_data(study: optuna.Study, data: str, test_list: str) -> None:
-    """The data a search trains on, kept on the study so that analyze, export and refit use the same images."""
-    keep = {"data": data if data == "synthetic" else str(Path(data).expanduser().resolve()),
-            "test_list": str(Path(test_list).expanduser().resolve()) if test_list else ""}
+def set_scores(val: dict[str, Any]) -> list[str]:
+    """The per-set score keys of a trial's validation metrics ("cvc_mdice", ...): each training set's part of the
+    in-domain split when there are several, and each external validation set."""
+    return sorted(key for key in val if key.endswith(("_mdice", "_miou")) and key not in ("mdice", "miou"))
+
+
+def _resolved(value: str) -> str:
+    """A [NAME=]PATH data setting with its path made absolute ("synthetic" stays)."""
+    name, path = split_name(value)
+    if path == "synthetic":
+        return value
+    full = str(Path(path).expanduser().resolve())
+    return f"{name}={full}" if name else full
+
+
+def _kept(value: str | tuple[str, ...]) -> str | list[str]:
+    if isinstance(value, str):
+        return _resolved(value) if value else ""
+    values = [_resolved(item) for item in value]
+    return values[0] if len(values) == 1 and split_name(values[0])[0] is None else values
+
+
+RUN_DATA_KEYS = ("data", "test_list", "groups", "val_data", "val_limit", "objective")
+
+
+def record_run_data(study: optuna.Study, run: Any) -> None:
+    """The data a search trains on (`run`: its RunSettings), kept on the study so that analyze, export and refit
+    use the same images; the validation sets, groups and objective only where a study has them."""
+    keep: dict[str, Any] = {"data": _kept(run.data), "test_list": _kept(run.test_list)}
+    if run.groups or run.val_data or run.val_limit or run.objective != "mean":
+        keep.update(groups=[_resolved(v) for v in run.groups], val_data=[_resolved(v) for v in run.val_data],
+                    val_limit=run.val_limit, objective=run.objective)
     if study.user_attrs.get(RUN_DATA) != keep:
         study.set_user_attr(RUN_DATA, keep)
 
 
-def run_data(study: optuna.Study) -> dict[str, str] | None:
-    """{"data", "test_list"} that `record_run_data` kept on the study (None for a study from before it)."""
+def run_data(study: optuna.Study) -> dict[str, Any] | None:
+    """The data settings (RUN_DATA_KEYS) that `record_run_data` kept on the study (None for a study from before
+    it; a study from before the validation sets has only "data" and "test_list")."""
     stored = study.user_attrs.get(RUN_DATA)
     return stored if isinstance(stored, dict) and "data" in stored else None
 

@@ -104,8 +104,9 @@ class FoldData:
             return self.data
         if fold not in self.folds:
             run = self.session.spec.run
-            self.folds[fold] = prepare_data(run.data, self.session.spec.base.image_size, run.seed,
-                                            split=self.split.fold(fold), synthetic_count=run.synthetic_count)
+            self.folds[fold] = prepare_data(run.sources(), self.session.spec.base.image_size, run.seed,
+                                            split=self.split.fold(fold), synthetic_count=run.synthetic_count,
+                                            external=run.external(), val_limit=run.val_limit, objective=run.objective)
         return self.folds[fold]
 
 
@@ -146,7 +147,7 @@ def open_refit(request: StudyRequest, given: dict[str, int]) -> tuple[Session, S
 def record_refit(session: Session, source: Session) -> None:
     """Stores the refit's settings and data on its study: once its plan and split stand, so that a refused
     command leaves nothing behind (a larger --top or --seeds later extends the same runs)."""
-    record_run_data(session.study, session.spec.run.data, session.spec.run.test_list)
+    record_run_data(session.study, session.spec.run)
     record_run_dir(session.study, session.run_dir)
     wanted = {**session.spec.refit.__dict__, "source_study": source.spec.name}
     if refit_settings(session.study) != wanted:

@@ -18,7 +18,14 @@ import optuna
 from polyp.data import PolypData, Split, prepare_data
 from search.engine.artifacts import open_artifact_store
 from search.engine.outputs import study_dir
-from search.engine.record import record_run_data, record_run_dir, refit_settings, run_data, run_dir_of
+from search.engine.record import (
+    RUN_DATA_KEYS,
+    record_run_data,
+    record_run_dir,
+    refit_settings,
+    run_data,
+    run_dir_of,
+)
 from search.engine.storage import default_storage_url, open_storage, safe_url
 from search.study.definition import REFIT_SUFFIX, RefitSettings, StudySpec, load_study, refit_study
 from search.study.errors import CommandLineError, StudyError
@@ -113,7 +120,7 @@ def open_session(request: StudyRequest, create: bool = True, spec: StudySpec | N
     if create:
         study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", load_if_exists=True,
                                     pruner=pruner)  # the sampler: Session.sampler_for, one per trial
-        record_run_data(study, spec.run.data, spec.run.test_list)
+        record_run_data(study, spec.run)
         if given is not None or run_dir_of(study) is None:  # a worker elsewhere with the default keeps the study's
             record_run_dir(study, run_dir)
         return Session(spec, run_dir, url, storage, study, artifacts)
@@ -153,10 +160,11 @@ def with_stored_data(spec: StudySpec, study: optuna.Study, request: StudyRequest
     """The study with the data and test list its search trained on, where the command line names none (analyze
     and export then score the same images the trials saw)."""
     stored = run_data(study)
-    if stored is None or "data" in request.settings.run or "test_list" in request.settings.run:
+    if stored is None or any(key in request.settings.run for key in RUN_DATA_KEYS):
         return spec
-    return dataclasses.replace(spec, run=dataclasses.replace(spec.run, data=stored["data"],
-                                                             test_list=stored.get("test_list", "")))
+    kept = {key: tuple(value) if isinstance(value, list) else value for key, value in stored.items()
+            if key in RUN_DATA_KEYS}
+    return dataclasses.replace(spec, run=dataclasses.replace(spec.run, **kept))
 
 
 def with_stored_refit(spec: StudySpec, study: optuna.Study, request: StudyRequest) -> StudySpec:
@@ -175,8 +183,9 @@ def load_data(session: Session) -> PolypData:
     run = session.spec.run
     manifest = session.folder / "split.json"
     split = Split.load(manifest) if manifest.exists() else None
-    data = prepare_data(run.data, session.spec.base.image_size, run.seed, run.val_fraction, run.test_fraction,
-                        run.test_list or None, split=split, synthetic_count=run.synthetic_count)
+    data = prepare_data(run.sources(), session.spec.base.image_size, run.seed, run.val_fraction, run.test_fraction,
+                        split=split, synthetic_count=run.synthetic_count, external=run.external(),
+                        val_limit=run.val_limit, objective=run.objective)
     if split is None:
         data.split.save(manifest)
     return data

@@ -9,13 +9,13 @@ import csv
 import io
 import statistics
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import spearmanr
 
-from search.engine.record import TrialRecord, format_number, refit_settings
+from search.engine.record import TrialRecord, format_number, refit_settings, set_scores
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,13 @@ class RefitRow:
     test: list[float]  # each complete run's test mDice (at the training size, the trainer's measure)
     trials: list[int]  # the refit study's trial numbers of the complete runs, in the same order
     planned: int = 0  # runs the refit settings ask for (seeds x folds); 0 = not known
+    sets: dict[str, list[float]] = field(default_factory=dict)  # each scored set's validation mDice per run
+
+    def set_cell(self, name: str) -> str:
+        """`name`'s validation mDice as mean ± sd over the runs."""
+        values = self.sets.get(name, [])
+        return _mean_std(statistics.mean(values) if values else None,
+                         statistics.stdev(values) if len(values) > 1 else (0.0 if values else None))
 
     @property
     def complete(self) -> bool:
@@ -68,11 +75,23 @@ def refit_rows(refit: optuna.Study) -> list[RefitRow]:
         complete = [r for r in records if r.state == TrialState.COMPLETE]
         settings = TrialRecord.of(trials[0]).refit_values or {}
         described = TrialRecord(0, TrialState.COMPLETE, None, {}, None, {}, config=settings).describe()
+        names = sorted({key[: -len("_mdice")] for r in complete for key in set_scores(r.val) if key.endswith("_mdice")})
+        sets = {name: [r.val[f"{name}_mdice"] for r in complete if f"{name}_mdice" in r.val] for name in names}
         rows.append(RefitRow(source, records[0].refit_source_value, described, len(complete),
                              [r.value for r in complete],
                              [r.test["mdice"] for r in complete if "mdice" in r.test],
-                             [r.number for r in complete], planned))
+                             [r.number for r in complete], planned, sets))
     return sorted(rows, key=lambda row: -(row.search_value or 0.0))
+
+
+def set_names(rows: list[RefitRow]) -> list[str]:
+    """The scored sets of the rows (empty when the search scored its in-domain validation split only)."""
+    return sorted({name for row in rows for name in row.sets})
+
+
+def value_name(rows: list[RefitRow]) -> str:
+    """What the runs were ranked by: validation mDice, or the objective over several sets."""
+    return "validation objective" if set_names(rows) else "validation mDice"
 
 
 def rank_correlation(rows: list[RefitRow]) -> float | None:
@@ -87,7 +106,8 @@ def rank_correlation(rows: list[RefitRow]) -> float | None:
 
 
 def winner(rows: list[RefitRow]) -> RefitRow | None:
-    """The configuration with the best mean validation mDice (never chosen by test), among those with all their
+    """The configuration with the best mean validation value (mDice, or the study's objective over several sets;
+    never chosen by test), among those with all their
     planned runs when any has them: a mean over the seeds that happened to finish favours unstable ones."""
     scored = [row for row in rows if row.val_mean is not None]
     candidates = [row for row in scored if row.complete] or scored
@@ -102,11 +122,15 @@ def refit_table(rows: list[RefitRow]) -> str:
     """The printed table: source trial, search value, runs, refit val and test mDice (mean ± std), settings;
     then Spearman's rho between the two rankings and the winner."""
     best = winner(rows)
-    lines = [f"{'trial':>5}  {'search val':>10}  {'runs':>4}  {'refit val mDice':>17}  {'refit test mDice':>17}  settings"]
+    names = set_names(rows)
+    label = "refit val objective" if names else "refit val mDice"
+    sets = "".join(f"  {'val ' + name:>17}" for name in names)
+    lines = [f"{'trial':>5}  {'search val':>10}  {'runs':>4}  {label:>19}{sets}  {'refit test mDice':>17}  settings"]
     for row in rows:
         mark = " <- winner" if row is best else ""
+        cells = "".join(f"  {row.set_cell(name):>17}" for name in names)
         lines.append(f"{row.source:>5}  {format_number(row.search_value):>10}  {row.runs:>4}  "
-                     f"{_mean_std(row.val_mean, row.val_std):>17}  {_mean_std(row.test_mean, row.test_std):>17}  "
+                     f"{_mean_std(row.val_mean, row.val_std):>19}{cells}  {_mean_std(row.test_mean, row.test_std):>17}  "
                      f"{row.settings}{mark}")
     incomplete = [row for row in rows if not row.complete]
     if incomplete:
@@ -115,7 +139,7 @@ def refit_table(rows: list[RefitRow]) -> str:
             + ("; the winner is chosen among the configurations with all their runs"
                if any(row.complete and row.val for row in rows) else ""))
     rho = rank_correlation(rows)
-    lines.append(f"Spearman's rho between the search's ranking and the refit's (mean validation mDice): "
+    lines.append(f"Spearman's rho between the search's ranking and the refit's (mean {value_name(rows)}): "
                  f"{'n/a (fewer than 2 configurations with complete runs)' if rho is None else f'{rho:.2f}'}")
     return "\n".join(lines)
 
@@ -124,11 +148,18 @@ def refit_csv(rows: list[RefitRow]) -> str:
     """The table as CSV (one row per configuration)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    names = set_names(rows)
     writer.writerow(["source_trial", "search_val_mdice", "runs", "refit_val_mdice_mean", "refit_val_mdice_std",
+                     *(f"refit_val_{name}_mdice_{stat}" for name in names for stat in ("mean", "std")),
                      "refit_test_mdice_mean", "refit_test_mdice_std", "refit_trials", "settings"])
     for row in rows:
+        per_set = []
+        for name in names:
+            values = row.sets.get(name, [])
+            per_set += [format_number(statistics.mean(values) if values else None),
+                        format_number(statistics.stdev(values) if len(values) > 1 else (0.0 if values else None))]
         writer.writerow([row.source, format_number(row.search_value), row.runs, format_number(row.val_mean),
-                         format_number(row.val_std), format_number(row.test_mean), format_number(row.test_std),
+                         format_number(row.val_std), *per_set, format_number(row.test_mean), format_number(row.test_std),
                          " ".join(map(str, row.trials)), row.settings])
     return buffer.getvalue()
 
@@ -139,5 +170,5 @@ def winner_line(rows: list[RefitRow]) -> str | None:
     if best is None:
         return None
     runs = f"{best.runs} run{'s' if best.runs != 1 else ''}"
-    return (f"winner (best mean validation mDice, {runs}): trial {best.source}'s configuration; "
+    return (f"winner (best mean {value_name(rows)}, {runs}): trial {best.source}'s configuration; "
             f"search.export exports it" + (f", and with --ensemble its {runs} as one model" if best.runs > 1 else ""))

@@ -7,6 +7,8 @@ threshold 0.5, no test-time augmentation.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
 from polyp.data import Split, resolve_data_dir
@@ -24,6 +26,18 @@ def describe(scores: dict) -> str:
             f"Sα {scores['sm']:.4f}, mean Eφ {scores['em_mean']:.4f}, MAE {scores['mae']:.4f}")
 
 
+def _test_parts(run, split: Split, image_size: int) -> list[tuple[Path, list[str]]]:
+    """(folder, test stems) of each training set: one folder, or each set's part of a split of several."""
+    if not split.sets:
+        return [(resolve_data_dir(run.sources()[0].folder, run.synthetic_count, synthetic_size=image_size), split.test)]
+    parts = []
+    for name, part in split.sets.items():
+        stems = [stem[len(name) + 1:] for stem in split.test if stem.startswith(f"{name}/")]
+        if stems:
+            parts.append((Path(part["folder"]), stems))
+    return parts
+
+
 def score_test_split(session: Session, model: nn.Module, image_size: int, normalization: tuple) -> dict:
     """The study's test images scored as `polyp.evaluate` scores them: at their own sizes, every measure.
 
@@ -34,9 +48,15 @@ def score_test_split(session: Session, model: nn.Module, image_size: int, normal
     manifest = session.folder / "split.json"
     if not manifest.is_file():
         return {}
-    root = resolve_data_dir(run.data, run.synthetic_count, synthetic_size=session.spec.base.image_size)
-    test = eval_set("test", root, stems=Split.load(manifest).test)
-    _, scores, _, seconds = evaluate_set(test, [Predictor(model, image_size, *normalization)], "none", MASK_THRESHOLD, 8)
+    split = Split.load(manifest)
+    predictor = Predictor(model, image_size, *normalization)
+    scores, seconds = [], 0.0
+    for root, stems in _test_parts(run, split, session.spec.base.image_size):
+        _, part, _, spent = evaluate_set(eval_set("test", root, stems=stems), [predictor], "none", MASK_THRESHOLD, 8)
+        scores += part
+        seconds += spent
+    if not scores:
+        return {}
     summary = summarize(scores)
     return {"images": summary["images"], **{name: summary[name] for name in MEASURES},
             "negatives_with_false_positive": summary["negatives_with_false_positive"], "seconds": round(seconds, 2),

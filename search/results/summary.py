@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optuna.trial import TrialState
 
-from search.engine.record import TrialRecord
+from search.engine.record import TrialRecord, set_scores
 from search.engine.session import Session
 from search.engine.storage import command_url, password_hint, safe_url
 
@@ -18,9 +18,15 @@ def summary_table(session: Session, top: int = 5) -> str:
         states[t.state] += 1
     lines = [f"study {session.spec.name}: {states[TrialState.COMPLETE]} complete, {states[TrialState.PRUNED]} pruned, "
              f"{states[TrialState.FAIL]} failed  (storage {safe_url(session.storage_url)})",
-             f"{'trial':>5}  {'val mDice':>9}  {'test mDice':>10}  {'test mIoU':>9}  config / outputs"]
-    for record in map(TrialRecord.of, trials[:top]):
-        lines.append(f"{record.number:>5}  {record.value:>9.4f}  {record.test.get('mdice', float('nan')):>10.4f}  "
+             ""]
+    records = [TrialRecord.of(trial) for trial in trials[:top]]
+    names = sorted({key for record in records for key in set_scores(record.val) if key.endswith("_mdice")})
+    label = "objective" if names else "val mDice"  # the trials' value: the objective once several sets are scored
+    extra = "".join(f"  {'val ' + key[: -len('_mdice')]:>10}" for key in names)
+    lines[-1] = f"{'trial':>5}  {label:>9}{extra}  {'test mDice':>10}  {'test mIoU':>9}  config / outputs"
+    for record in records:
+        cells = "".join(f"  {record.val.get(key, float('nan')):>10.4f}" for key in names)
+        lines.append(f"{record.number:>5}  {record.value:>9.4f}{cells}  {record.test.get('mdice', float('nan')):>10.4f}  "
                      f"{record.test.get('miou', float('nan')):>9.4f}  {record.describe()}\n{'':>40}{record.output_dir}")
     return "\n".join(lines)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from polyp.architectures import ARCHITECTURES
 from polyp.config import FIELDS, ConfigError, TrainConfig, check_image_size, field_type, parse_config
+from polyp.data import DataError, DataSource, training_sources, validation_sources
 from polyp.models import is_buildable
 from search.study.errors import StudyError
 
@@ -37,12 +38,26 @@ SAMPLERS = ("tpe", "random", "gp", "grid")
 PRUNERS = ("median", "hyperband", "sha", "none")
 
 
+DATA_LISTS = ("data", "test_list", "groups", "val_data")  # [run] keys that take one value or a list
+
+
+def as_list(value: str | tuple[str, ...] | list[str]) -> list[str]:
+    """A data setting as a list: a string is one value (an empty one none), a list its values."""
+    if isinstance(value, str):
+        return [value] if value else []
+    return list(value)
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """How a study runs when the command line does not say otherwise."""
 
-    data: str = "synthetic"  # folder with images/ and masks/, or "synthetic"
-    test_list: str = ""  # file of test stems; empty = seeded fractions
+    data: str | tuple[str, ...] = "synthetic"  # folder with images/ and masks/, "synthetic", or NAME=FOLDER sets
+    test_list: str | tuple[str, ...] = ""  # file of test stems ([NAME=]FILE per set); empty = seeded fractions
+    groups: tuple[str, ...] = ()  # NAME=CSV groups files (stem,group): a group stays on one side of each split
+    val_data: tuple[str, ...] = ()  # NAME=FOLDER validation sets never trained on, scored every epoch
+    val_limit: int = 0  # images scored of each val_data set (chosen once, by group); 0 = all
+    objective: str = "mean"  # what trials are ranked and pruned by: mean | worst | a set's name (polyp.selection)
     sampler: str = "tpe"  # tpe | random | gp | grid
     pruner: str = "median"  # median (the measured default, see search.bench) | sha | hyperband | none
     startup_trials: int = 5  # trials sampled at random before the sampler's model kicks in
@@ -53,6 +68,30 @@ class RunSettings:
     test_fraction: float = 0.1  # share of images for testing (without test_list)
     seed: int = 0  # sampler and split seed
     synthetic_count: int = 96  # images generated when data = "synthetic"
+
+    def sources(self) -> list[DataSource]:
+        """The training sets (`polyp.data.training_sources`)."""
+        return training_sources(as_list(self.data), as_list(self.test_list), list(self.groups), list(self.val_data))
+
+    def external(self) -> list[DataSource]:
+        """The validation sets never trained on."""
+        return validation_sources(list(self.val_data), list(self.groups), [s.name for s in self.sources()])
+
+    def data_problem(self) -> tuple[str, str] | None:
+        """The first data setting that cannot be used, as (key, why); None when they all hold."""
+        try:
+            sources = self.sources()
+            names = [s.name for s in sources]
+            external = [s.name for s in self.external()]
+        except DataError as error:
+            return "data", str(error)
+        if self.val_limit < 0:
+            return "val_limit", f"{self.val_limit} is negative (0 = every image)"
+        from polyp.selection import objective_problem
+
+        if problem := objective_problem(self.objective, names, external):
+            return "objective", problem
+        return None
 
 
 @dataclass(frozen=True)
@@ -140,6 +179,10 @@ def _check_table(table: dict, settings_class: type, name: str, where: str) -> No
     for key, value in table.items():
         if key not in known:
             raise StudyError(f"{where}[{name}].{key}: unknown key; valid keys: {', '.join(known)}")
+        if settings_class is RunSettings and key in DATA_LISTS:
+            if not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+                raise StudyError(f"{where}[{name}].{key}: expected a string or a list of strings, got {value!r}")
+            continue
         expected = type(known[key].default)
         if expected is float and isinstance(value, int):
             continue
@@ -173,7 +216,9 @@ def _refit_settings(table: dict, where: str) -> RefitSettings:
 
 def _run_settings(table: dict, where: str) -> RunSettings:
     _check_table(table, RunSettings, "run", where)
-    settings = RunSettings(**table)
+    settings = RunSettings(**{key: tuple(value) if isinstance(value, list) else value for key, value in table.items()})
+    if problem := settings.data_problem():
+        raise StudyError(f"{where}[run].{problem[0]}: {problem[1]}")
     for key in ("startup_trials", "pruner_startup_trials", "warmup_epochs", "sample_images"):
         if getattr(settings, key) < 0:
             raise StudyError(f"{where}[run].{key}: {getattr(settings, key)} is negative")

@@ -22,7 +22,8 @@ from polyp.config import ConfigError, TrainConfig, check_image_size, parse_confi
 from search.study.definition import StudySpec
 
 FORCED_FIELDS = ("epochs", "image_size", "device", "threads", "loader_workers", "encoder_weights")  # set for every trial by a command line
-RUN_FLAGS = ("data", "test_list", "sampler", "pruner", "seed")  # [run] settings a command line replaces
+RUN_FLAGS = ("data", "test_list", "groups", "val_data", "val_limit", "objective", "sampler", "pruner",
+             "seed")  # [run] settings a command line replaces
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,11 @@ def with_command_line(spec: StudySpec, settings: CommandSettings) -> StudySpec:
         ConfigError: a forced value the study cannot use (e.g. an image size that a searched encoder depth
             does not divide), naming the flag.
     """
-    run = replace(spec.run, **settings.run)
+    run = replace(spec.run, **{name: tuple(value) if isinstance(value, list) else value
+                               for name, value in settings.run.items()})
+    if problem := run.data_problem():
+        flag = "--" + problem[0].replace("_", "-")
+        raise ConfigError(f"{flag}: {problem[1]}" if problem[0] != "data" else problem[1])
     forced = dict(settings.training)
     base = spec.base
     if "image_size" in forced:

@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial
 
 from polyp.evaluate.measures import MEASURES
 from polyp.evaluate.scoring import COLUMNS
-from search.engine.record import TrialRecord, format_number
+from search.engine.record import TrialRecord, format_number, set_scores
 from search.results.report.trials import OPTUNA_PLOTS
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -43,11 +43,15 @@ def _link(path: Path, text: str) -> str:
 
 def top_table(trials: list[FrozenTrial]) -> str:
     """The top trials as an HTML table: metrics, size, time, settings and a link to the trial's folder."""
-    head = ("rank", "trial", "val mDice", "test mDice", "test mIoU", "epochs", "params (M)", "seconds")
+    records = [TrialRecord.of(trial) for trial in trials]
+    names = sorted({key for record in records for key in set_scores(record.val) if key.endswith("_mdice")})
+    head = ("rank", "trial", "objective" if names else "val mDice", *(f"val {key[: -len('_mdice')]}" for key in names),
+            "test mDice", "test mIoU", "epochs", "params (M)", "seconds")
     rows = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + '<th class="text">settings</th>'
             '<th class="text">outputs</th></tr>']
-    for rank, record in enumerate(map(TrialRecord.of, trials), start=1):
+    for rank, record in enumerate(records, start=1):
         cells = (rank, record.number, format_number(record.value, missing="–"),
+                 *(format_number(record.val.get(key), missing="–") for key in names),
                  format_number(record.test.get("mdice"), missing="–"), format_number(record.test.get("miou"), missing="–"),
                  "–" if record.epochs_run is None else record.epochs_run,
                  format_number((record.parameters or 0) / 1e6, 2), format_number(record.seconds, 1, missing="–"))

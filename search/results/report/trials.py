@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 
 from polyp.io import atomic_path  # noqa: E402
-from search.engine.record import TrialRecord  # noqa: E402
+from search.engine.record import TrialRecord, set_scores  # noqa: E402
 
 CURVES = (("train_loss", "train loss"), ("val_loss", "validation loss"), ("val_mdice", "validation mDice (per-image mean)"))
 LINE_STYLES = {"COMPLETE": ("solid", "-"), "PRUNED": ("dot", ":"), "RUNNING": ("dashdot", "-."), "FAIL": ("dash", "--")}
@@ -35,6 +35,8 @@ def trial_row(trial: FrozenTrial) -> dict:
         **{f"param_{name}": value for name, value in record.params.items()},
         "epochs": record.epochs, "best_epoch": record.best_epoch,
         "val_mdice": val.get("mdice"), "val_miou": val.get("miou"),
+        **{f"val_{key}": val[key] for key in set_scores(val)},
+        **({"val_objective": val.get("objective")} if set_scores(val) else {}),
         "test_mdice": test.get("mdice"), "test_miou": test.get("miou"),
         "parameters": record.parameters, "seconds": record.seconds, "fail_reason": record.fail_reason,
     }
