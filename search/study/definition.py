@@ -24,6 +24,7 @@ from typing import Any
 from polyp.architectures import ARCHITECTURES
 from polyp.config import FIELDS, ConfigError, TrainConfig, check_image_size, field_type, parse_config
 from polyp.data import DataError, DataSource, training_sources, validation_sources
+from polyp.selection import objective_problem
 from polyp.models import is_buildable
 from search.study.errors import StudyError
 
@@ -77,8 +78,13 @@ class RunSettings:
         """The validation sets never trained on."""
         return validation_sources(list(self.val_data), list(self.groups), [s.name for s in self.sources()])
 
-    def data_problem(self) -> tuple[str, str] | None:
-        """The first data setting that cannot be used, as (key, why); None when they all hold."""
+    def data_problem(self, objective: bool = True) -> tuple[str, str] | None:
+        """The first data setting that cannot be used, as (key, why); None when they all hold.
+
+        Args:
+            objective: also check that the objective names a set (a study file that names no validation set
+                may be given them on the command line, so its objective is checked there).
+        """
         try:
             sources = self.sources()
             names = [s.name for s in sources]
@@ -87,9 +93,7 @@ class RunSettings:
             return "data", str(error)
         if self.val_limit < 0:
             return "val_limit", f"{self.val_limit} is negative (0 = every image)"
-        from polyp.selection import objective_problem
-
-        if problem := objective_problem(self.objective, names, external):
+        if objective and (problem := objective_problem(self.objective, names, external)):
             return "objective", problem
         return None
 
@@ -217,7 +221,7 @@ def _refit_settings(table: dict, where: str) -> RefitSettings:
 def _run_settings(table: dict, where: str) -> RunSettings:
     _check_table(table, RunSettings, "run", where)
     settings = RunSettings(**{key: tuple(value) if isinstance(value, list) else value for key, value in table.items()})
-    if problem := settings.data_problem():
+    if problem := settings.data_problem(objective=bool(settings.val_data)):
         raise StudyError(f"{where}[run].{problem[0]}: {problem[1]}")
     for key in ("startup_trials", "pruner_startup_trials", "warmup_epochs", "sample_images"):
         if getattr(settings, key) < 0:

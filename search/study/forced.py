@@ -60,8 +60,9 @@ def with_command_line(spec: StudySpec, settings: CommandSettings) -> StudySpec:
     run = replace(spec.run, **{name: tuple(value) if isinstance(value, list) else value
                                for name, value in settings.run.items()})
     if problem := run.data_problem():
-        flag = "--" + problem[0].replace("_", "-")
-        raise ConfigError(f"{flag}: {problem[1]}" if problem[0] != "data" else problem[1])
+        key = problem[0]
+        where = f"--{key.replace('_', '-')}" if key in settings.run else f"study {spec.name}'s [run].{key}"
+        raise ConfigError(problem[1] if key == "data" else f"{where}: {problem[1]}")
     forced = dict(settings.training)
     base = spec.base
     if "image_size" in forced:
