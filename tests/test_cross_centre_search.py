@@ -14,7 +14,9 @@ from optuna.trial import TrialState
 from search_fixtures import TINY_STUDY, fast_pictures, search_cache, write_study  # noqa: F401
 
 from polyp.data import write_synthetic
+from search import replay
 from search.analyze import main as analyze_main
+from search.engine.notes import note_markdown
 from search.engine.record import TrialRecord, run_data
 from search.engine.storage import default_storage_url
 from search.refit import main as refit_main
@@ -144,3 +146,30 @@ def test_a_study_objective_needing_validation_sets_the_command_line_does_not_giv
                      "--n-trials", "1", *FAKE])
     assert code == 2
     assert "study tiny's [run].objective: objective 'c' names no validation set" in capsys.readouterr().err
+
+
+def test_a_replay_ranks_rows_by_the_objective_and_writes_a_column_per_set(tmp_path, other_centre, capsys):
+    sheet = tmp_path / "rows.csv"
+    sheet.write_text("lr,batch_size,notes\n3e-3,4,first\n1e-3,16,second\n")
+    out = tmp_path / "runs"
+    assert replay.main(["--csv", str(sheet), "--study", str(_study(tmp_path)), "--run-dir", str(out), *FAKE,
+                        "--val-data", f"c={other_centre}", "--objective", "c"]) == 0
+    capsys.readouterr()
+    with open(out / "tiny" / "replay-results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["notes"] for row in rows] == ["first", "second"]
+    study = _load(out)
+    for row in rows:
+        trial = study.trials[int(row["trial"])]
+        assert float(row["objective"]) == pytest.approx(trial.value, abs=1e-4)
+        assert float(row["val_c_mdice"]) == pytest.approx(trial.value, abs=1e-4)  # objective "c"
+
+
+def test_a_trial_note_has_a_row_per_set_and_the_objective():
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr("config", {"arch": "linknet", "photometric": "strong", "multi_scale": False})
+    facts = {"status": "completed", "val": {"mdice": 0.9, "c_mdice": 0.7, "c_miou": 0.6, "objective": 0.8}}
+    note = note_markdown(trial, facts, {})
+    assert "| c_mdice | 0.7000 | |" in note and "| objective | 0.8000 | |" in note
+    assert "| photometric | `strong` |" in note and "multi_scale" not in note  # set only when it is on

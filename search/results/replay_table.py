@@ -9,7 +9,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial
 
 from polyp.io import write_text
-from search.engine.record import TrialRecord, format_number
+from search.engine.record import TrialRecord, format_number, set_scores
 from search.study.spreadsheet import Spreadsheet
 
 RESULTS_FILE = "replay-results.csv"
@@ -28,16 +28,32 @@ def result_cells(trial: FrozenTrial | None) -> dict[str, str]:
             "test_miou": format_number(record.test.get("miou")), "minutes": format_number(minutes, 2)}
 
 
+def set_columns(trials: dict[int, FrozenTrial]) -> list[str]:
+    """The per-set columns of a replay whose trials scored several sets: "objective", "val_NAME_mdice", ...
+    (none for a study that scores its in-domain validation split only, whose results keep their old columns)."""
+    names = sorted({key for trial in trials.values() for key in set_scores(TrialRecord.of(trial).val)
+                    if key.endswith("_mdice")})
+    return ["objective", *(f"val_{key}" for key in names)] if names else []
+
+
+def _set_cells(trial: FrozenTrial | None, columns: list[str]) -> dict[str, str]:
+    val = TrialRecord.of(trial).val if trial is not None else {}
+    return {column: format_number(val.get(column.removeprefix("val_"))) for column in columns}
+
+
 def results_table(sheet: Spreadsheet, trials: dict[int, FrozenTrial]) -> list[dict[str, str]]:
-    """The input rows in their order, each with its outcome columns."""
-    return [{**row.cells, **result_cells(trials.get(row.number))} for row in sheet.rows]
+    """The input rows in their order, each with its outcome columns (and per-set columns, `set_columns`)."""
+    columns = set_columns(trials)
+    return [{**row.cells, **result_cells(trials.get(row.number)), **_set_cells(trials.get(row.number), columns)}
+            for row in sheet.rows]
 
 
 def write_results(path: Path, sheet: Spreadsheet, trials: dict[int, FrozenTrial]) -> list[dict[str, str]]:
     """Writes the results table as CSV (atomically) and returns it."""
     table = results_table(sheet, trials)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[*sheet.columns, *RESULT_COLUMNS], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[*sheet.columns, *RESULT_COLUMNS, *set_columns(trials)],
+                            lineterminator="\n")
     writer.writeheader()
     writer.writerows(table)
     write_text(path, buffer.getvalue())
