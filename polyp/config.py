@@ -62,7 +62,7 @@ class TrainConfig:
     augment: str = "medium"  # none | light | medium | heavy
     photometric: str = "none"  # none | light | strong: colour, brightness, contrast, gamma, hue, blur, JPEG, CLAHE
     multi_scale: bool = False  # PraNet's rescale of each batch to 0.75, 1 or 1.25 x image_size (multiples of 32)
-    swa_epochs: int = 0  # average the weights of the last N epochs run (torch.optim.swa_utils); 0 = off
+    swa_epochs: int = 0  # average the weights of the last N epochs of the schedule (torch.optim.swa_utils); 0 = off
     early_stop_patience: int = 0  # epochs without val Dice gain before stopping; 0 = off
     grad_clip: float = 0.0  # max gradient L2 norm; 0 = off
     precision: str = "auto"  # auto (bf16 where the device supports it) | fp32 | bf16 | fp16

@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     key = {"csv": str(Path(args.csv).resolve()), "data": str(data.root), "split": split_digest(data),
            "image_size": spec.base.image_size, "epochs": spec.base.epochs, "rows": args.rows, "trainer": args.trainer,
            "seed": spec.run.seed}
+    if data.external:  # the grid's values are objectives over these sets
+        key.update(objective=data.objective, external={name: part["stems"] for name, part in data.split.external.items()})
     grid, grid_minutes = load_or_run_grid(args.grid_results, key,
                                           lambda: run_grid(spec, args.csv, data, trainer, args.rows))
     budget, grid_best = grid[-1][0], grid[-1][1]

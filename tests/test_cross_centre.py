@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from polyp.config import ConfigError, TrainConfig, parse_config
-from polyp.data import DataError, DataSource, Split, build_augmentation, prepare_data, write_synthetic
+from polyp.data import DataError, DataSource, Split, build_augmentation, prepare_data, split_groups, write_synthetic
 from polyp.data.sources import read_groups, training_sources, validation_sources
 from polyp.data.splits import limited_stems, make_split
 from polyp.losses import StructureLoss, build_loss
@@ -202,11 +202,15 @@ def test_the_structure_loss_is_pranets_weighted_bce_plus_weighted_iou():
     assert StructureLoss()(perfect, mask).item() < 1e-3
 
 
-def test_multi_scale_trains_batches_at_three_sizes_in_multiples_of_32(tiny_config):
-    cfg = dataclasses.replace(tiny_config, image_size=128, multi_scale=True)
+@pytest.mark.parametrize("size, expected", [(128, {96, 128, 160}), (192, {160, 192, 256}), (352, {256, 352, 448}),
+                                            (80, {64, 80, 96})])
+def test_multi_scale_trains_batches_at_three_sizes_as_pranet_rounds_them(tiny_config, size, expected):
+    cfg = dataclasses.replace(tiny_config, image_size=size, encoder_depth=3 if size % 32 else 5, multi_scale=True)
     step = TrainStep(cfg, build_model(cfg), torch.device("cpu"), steps_per_epoch=10)
-    sizes = {step.rescaled(torch.zeros(1, 3, 128, 128), torch.zeros(1, 1, 128, 128))[1].shape[-1] for _ in range(40)}
-    assert sizes == {96, 128, 160}
+    masks = (torch.rand(1, 1, size, size) > 0.5).float()
+    seen = [step.rescaled(torch.zeros(1, 3, size, size), masks)[1] for _ in range(40)]
+    assert {mask.shape[-1] for mask in seen} == expected
+    assert all(set(mask.unique().tolist()) <= {0.0, 1.0} for mask in seen)  # masks stay binary
     plain = TrainStep(tiny_config, build_model(tiny_config), torch.device("cpu"), steps_per_epoch=10)
     assert plain.rescaled(torch.zeros(1, 3, 32, 32), torch.zeros(1, 1, 32, 32))[0].shape[-1] == 32
 
@@ -274,3 +278,35 @@ def test_polyp_train_refuses_an_objective_naming_no_set_before_training(centres,
                        "--out", str(tmp_path / "run")])
     assert code == 2 and "objective 'cvc' names no validation set" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_nan_score_never_beats_a_number():
+    from polyp.train.loop import better
+    assert better(0.5, math.nan) and not better(math.nan, 0.5) and not better(math.nan, math.nan)
+    assert better(0.6, 0.5) and not better(0.5, 0.5)
+
+
+def test_an_objective_naming_a_training_set_without_validation_images_is_refused(centres):
+    with pytest.raises(DataError, match="objective 'a': set 'a' has no validation images"):
+        prepare_data(DataSource("a", str(centres / "a")), 32, val_fraction=0, cache=False,
+                     external=[DataSource("c", str(centres / "c"))], objective="a")
+
+
+def test_cross_validation_folds_deal_whole_groups(centres):
+    sources = [DataSource("a", str(centres / "a")), DataSource("b", str(centres / "b"), groups=str(centres / "b-groups.csv"))]
+    data = prepare_data(sources, 32, val_fraction=0.25, test_fraction=0.25, cache=False)
+    groups = split_groups(sources, data.split)
+    split = data.split.with_folds(3, seed=1, groups=groups)
+    fold_of = {stem: index for index, fold in enumerate(split.folds) for stem in fold}
+    by_group: dict[str, set[int]] = {}
+    for stem, group in groups.items():
+        by_group.setdefault(group, set()).add(fold_of[stem])
+    assert all(len(folds) == 1 for folds in by_group.values())
+    assert sorted(fold_of) == sorted(data.split.train + data.split.val)
+
+
+def test_a_reused_split_with_another_validation_limit_is_refused(centres):
+    external = [DataSource("c", str(centres / "c"))]
+    split = prepare_data(DataSource("a", str(centres / "a")), 32, cache=False, external=external, val_limit=6).split
+    with pytest.raises(DataError, match="the split scores 6 images of validation set 'c', this run asks for 8"):
+        prepare_data(DataSource("a", str(centres / "a")), 32, split=split, cache=False, external=external, val_limit=8)

@@ -173,3 +173,37 @@ def test_a_trial_note_has_a_row_per_set_and_the_objective():
     note = note_markdown(trial, facts, {})
     assert "| c_mdice | 0.7000 | |" in note and "| objective | 0.8000 | |" in note
     assert "| photometric | `strong` |" in note and "multi_scale" not in note  # set only when it is on
+
+
+def test_a_study_objective_naming_a_command_line_set_opens_for_analyze_and_refit_without_the_flags(
+        tmp_path, other_centre, capsys):
+    out = tmp_path / "runs"
+    study = _study(tmp_path, objective="c")
+    assert run_main(["--study", str(study), "--run-dir", str(out), "--n-trials", "2", *FAKE,
+                     "--val-data", f"c={other_centre}"]) == 0
+    assert analyze_main(["--study", str(study), "--run-dir", str(out)]) == 0
+    assert refit_main(["--study", str(study), "--run-dir", str(out), "--top", "1", "--seeds", "1",
+                       "--image-size", "64", "--epochs", "2", *FAKE]) == 0  # --data given, --val-data kept
+    printed = capsys.readouterr().out
+    assert re.search(r"refit val objective\s+val c", printed), printed
+    refit = _load(out, "tiny.refit")
+    assert all("c_mdice" in TrialRecord.of(t).val for t in refit.get_trials(states=(TrialState.COMPLETE,)))
+
+
+def test_going_on_with_a_study_under_another_objective_is_refused(tmp_path, other_centre, capsys):
+    out = tmp_path / "runs"
+    study = _study(tmp_path)
+    base = ["--study", str(study), "--run-dir", str(out), *FAKE, "--val-data", f"c={other_centre}"]
+    assert run_main([*base, "--n-trials", "1"]) == 0
+    capsys.readouterr()
+    assert run_main([*base, "--n-trials", "2", "--objective", "worst"]) == 2
+    assert "its complete trials were ranked by other validation settings (objective 'mean' before, 'worst' now)" in \
+        capsys.readouterr().err
+    assert len(_load(out).trials) == 1
+
+
+def test_a_single_validation_set_may_be_written_as_a_string():
+    tables = copy.deepcopy(TINY_STUDY)
+    tables["run"].update(val_data="cvc=/d/c", groups="cvc=/d/seq.csv")
+    run = parse_study(tables, "tiny").run
+    assert [(s.name, s.folder, s.groups) for s in run.external()] == [("cvc", "/d/c", "/d/seq.csv")]

@@ -33,7 +33,7 @@ from polyp.selection import objective_problem
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "DataError", "DataSource", "ImageSet", "MaskConvention", "Pair", "PolypData",
     "SegmentationDataset", "Split", "build_augmentation", "default_cache_dir", "find_pairs", "load_images",
-    "make_split", "prepare_data", "read_image", "read_mask", "read_raw_mask", "read_test_list", "resolve_data_dir",
+    "make_split", "prepare_data", "read_image", "split_groups", "read_mask", "read_raw_mask", "read_test_list", "resolve_data_dir",
     "synthetic_folder", "training_sources", "validation_sources", "write_synthetic",
 ]
 
@@ -169,6 +169,20 @@ def _check_reused(split: Split, root: Path, images: ImageSet) -> None:
         raise DataError(f"{root}: split names {len(missing)} stem(s) not in the data: {', '.join(missing[:10])}")
 
 
+def split_groups(sources: list[DataSource], split: Split) -> dict[str, str] | None:
+    """{stem of the split: group} of the training sets with a groups file (stems as the split writes them), for
+    dealing cross-validation folds by group (`Split.with_folds`); None when no set has one."""
+    groups: dict[str, str] = {}
+    for source in sources:
+        if not source.groups:
+            continue
+        prefix = f"{source.name}/" if split.sets else ""
+        stems = [stem[len(prefix):] for stem in split.train + split.val if stem.startswith(prefix)]
+        for stem, group in read_groups(source.groups, stems, source.name).items():
+            groups[prefix + stem] = f"{source.name}:{group}"
+    return groups or None
+
+
 def prepare_data(
     data: str | Path | DataSource | list[DataSource],
     image_size: int,
@@ -217,7 +231,7 @@ def prepare_data(
         raise DataError(f"val_limit: {val_limit} is negative (0 = every image of each validation set)")
     cache_dir = default_cache_dir() / "decoded" if cache else None
     several = len(sources) > 1
-    if split is not None and several and sorted(split.sets) != sorted(s.name for s in sources):
+    if split is not None and (several or split.sets) and sorted(split.sets) != sorted(s.name for s in sources):
         raise DataError(f"the split holds the sets {', '.join(sorted(split.sets)) or '(one unnamed set)'}, this run "
                         f"has {', '.join(s.name for s in sources)}")
     roots, parts, splits = {}, {}, {}
@@ -228,6 +242,9 @@ def prepare_data(
         if split is not None:
             _check_reused(part, root, images)
         roots[source.name], parts[source.name], splits[source.name] = root, images, part
+    if objective in splits and not splits[objective].val:
+        raise DataError(f"objective {objective!r}: set {objective!r} has no validation images (val fraction "
+                        f"{val_fraction}), so it cannot pick the best epoch; use mean, worst or a --val-data set")
     outside_roots = {s.name: resolve_data_dir(s.folder, synthetic_count, synthetic_size=image_size) for s in external}
     if outside_roots:
         check_no_shared_images(roots, outside_roots)
@@ -236,6 +253,10 @@ def prepare_data(
         root = outside_roots[source.name]
         images = load_images(root, image_size, cache_dir)
         stored = (split.external.get(source.name) or {}).get("stems") if split is not None else None
+        if stored is not None and len(stored) != (min(val_limit, len(images)) if val_limit else len(images)):
+            raise DataError(f"the split scores {len(stored)} images of validation set {source.name!r}, this run asks "
+                            f"for {val_limit or 'all'} of its {len(images)} (--val-limit); give the same limit, or "
+                            f"use a new run folder for another")
         if stored is None:
             groups = read_groups(source.groups, images.stems, source.name) if source.groups else None
             stored = limited_stems(images.stems, val_limit, seed, groups)

@@ -25,14 +25,24 @@ class Split:
     #   train, val, test, method); the lists above then hold "name/stem"
     external: dict[str, dict] = field(default_factory=dict)  # validation sets never trained on: name -> folder, stems
 
-    def with_folds(self, count: int, seed: int = 0) -> Split:
+    def with_folds(self, count: int, seed: int = 0, groups: dict[str, str] | None = None) -> Split:
         """This split with its train and validation images dealt, shuffled by `seed`, into `count` folds
-        (the test images stay out of every fold)."""
+        (the test images stay out of every fold); with `groups` ({stem: group}) whole groups at a time, each
+        to the fold that holds the fewest images so far."""
         pool = sorted(self.train + self.val)
         if not 2 <= count <= len(pool):
             raise DataError(f"folds: {count} folds need 2..{len(pool)} (the {len(pool)} non-test images)")
-        random.Random(seed).shuffle(pool)
-        return replace(self, folds=[sorted(pool[index::count]) for index in range(count)])
+        if not groups:
+            random.Random(seed).shuffle(pool)
+            return replace(self, folds=[sorted(pool[index::count]) for index in range(count)])
+        units = _units(pool, {stem: groups.get(stem, f"image:{stem}") for stem in pool}, seed)
+        if len(units) < count:
+            raise DataError(f"folds: {count} folds need at least {count} groups; the non-test images are in "
+                            f"{len(units)}")
+        folds: list[list[str]] = [[] for _ in range(count)]
+        for unit in sorted(units, key=len, reverse=True):  # largest first: folds of near-equal size
+            min(folds, key=len).extend(unit)
+        return replace(self, folds=[sorted(fold) for fold in folds])
 
     def fold(self, index: int) -> Split:
         """The split that validates on fold `index` and trains on the other folds (the same test images)."""

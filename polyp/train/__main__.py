@@ -30,7 +30,7 @@ def _summary(result: TrainResult) -> dict:
     """The JSON-able facts of a run: status, best epoch, metrics, speed."""
     return {"status": result.status, "reason": result.reason, "best_epoch": result.best_epoch,
             "val": result.best_val, "test": result.test, "parameters": result.parameters,
-            "seconds": result.seconds, "images_per_second": result.images_per_second}
+            "seconds": result.seconds, "images_per_second": result.images_per_second, "averaged": result.averaged}
 
 
 def data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                 "data": str(data.root)})
     test = result.test or {}
     if result.averaged:
-        print(f"weights averaged over {result.averaged} (they scored a better validation objective than any epoch)")
+        why = ("they scored a better validation objective than any epoch" if data.external or len(data.val)
+               else "no validation images to compare them by")
+        print(f"weights averaged over {result.averaged} ({why})")
     print(f"{result.status}: best epoch {result.best_epoch}, val mdice {result.best_val.get('mdice', float('nan')):.4f}, "
           f"test mdice {test.get('mdice', float('nan')):.4f} miou {test.get('miou', float('nan')):.4f}, "
           f"{result.images_per_second:.1f} img/s, {result.seconds:.0f} s")

@@ -85,15 +85,17 @@ class TrainStep:
         self.scales = random.Random(cfg.seed)  # multi_scale: which size each batch is trained at
 
     def rescaled(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """With `multi_scale`, the batch resized (bilinear, as PraNet) to 0.75, 1 or 1.25 times the image size,
-        rounded to a multiple of 32; unchanged otherwise."""
+        """With `multi_scale`, the batch resized (bilinear, as PraNet; masks thresholded again at 0.5) to 0.75, 1 or
+        1.25 times the image size, the first and last rounded to a multiple of 32 as PraNet does (192 px:
+        160, 192, 256; 352 px: 256, 352, 448); unchanged otherwise."""
         if not self.cfg.multi_scale:
             return x, y
-        size = max(32, round(self.cfg.image_size * self.scales.choice(MULTI_SCALES) / 32) * 32)
+        scale = self.scales.choice(MULTI_SCALES)
+        size = self.cfg.image_size if scale == 1.0 else max(32, math.floor(self.cfg.image_size * scale / 32 + 0.5) * 32)
         if size == x.shape[-1]:
             return x, y
-        return (F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False),
-                F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False))
+        masks = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False)
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False), (masks >= 0.5).to(y.dtype)
 
     def supervised_loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """The loss of one output (N,1,H,W), or the mean over a deep-supervised model's heads (heads,N,1,H,W)."""
@@ -187,6 +189,14 @@ def validate(step: TrainStep, data: PolypData, batch_size: int, model: nn.Module
     return scores
 
 
+def better(score: float, than: float) -> bool:
+    """Whether validation `score` beats `than` (a NaN score, of a set without images, beats nothing and loses
+    to any number)."""
+    if math.isnan(score):
+        return False
+    return math.isnan(than) or score > than
+
+
 def _set_columns(val: dict[str, float]) -> dict[str, float]:
     """The history columns of the per-set scores and the objective ("val_NAME_mdice", ..., "objective")."""
     columns = {f"val_{key}": value for key, value in val.items() if key.endswith(("_mdice", "_miou"))
@@ -264,7 +274,7 @@ def fit(cfg: TrainConfig, data: PolypData, reporter: Reporter | None = None, eva
             average.after_epoch(epoch)
         if not has_val:  # nothing to select by: the last epoch's weights are the result
             best = (epoch, {})
-        elif best is None or val["objective"] > best[1]["objective"]:
+        elif best is None or better(val["objective"], best[1]["objective"]):
             best, stale = (epoch, val), 0
             best_state = copy.deepcopy({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
         else:
@@ -278,7 +288,8 @@ def fit(cfg: TrainConfig, data: PolypData, reporter: Reporter | None = None, eva
     if best_state is not None:
         model.load_state_dict(best_state)
     averaged = ""
-    if average is not None and best and status != "diverged" and (chosen := average.result(best[1], has_val)):
+    if average is not None and best and status in ("completed", "early_stopped") and (
+            chosen := average.result(best[1], has_val)):
         model, best, averaged = chosen[0], (average.last, chosen[1]), average.epochs
     test = evaluate(step, data.test, cfg.batch_size, model) if evaluate_test and best and len(data.test) else None
     return TrainResult(status=status, history=history, best_epoch=best[0] if best else 0,
@@ -288,7 +299,8 @@ def fit(cfg: TrainConfig, data: PolypData, reporter: Reporter | None = None, eva
 
 
 class Averager:
-    """Stochastic weight averaging of the last `cfg.swa_epochs` epochs (torch.optim.swa_utils)."""
+    """Stochastic weight averaging of the last `cfg.swa_epochs` epochs of the schedule (torch.optim.swa_utils);
+    a run that stops early averages the ones of them it ran (none when it stops before they begin)."""
 
     def __init__(self, cfg: TrainConfig, step: TrainStep, loader: DataLoader, data: PolypData):
         self.cfg, self.step, self.loader, self.data = cfg, step, loader, data
@@ -323,4 +335,4 @@ class Averager:
         if not has_val:
             return averaged, {}
         val = validate(self.step, self.data, self.cfg.batch_size, averaged)
-        return (averaged, val) if val["objective"] > best_val["objective"] else None
+        return (averaged, val) if better(val["objective"], best_val["objective"]) else None

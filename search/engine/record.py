@@ -228,6 +228,22 @@ def _kept(value: str | tuple[str, ...]) -> str | list[str]:
 
 
 RUN_DATA_KEYS = ("data", "test_list", "groups", "val_data", "val_limit", "objective")
+RANKING_KEYS = ("val_data", "val_limit", "objective")  # the settings a trial's value depends on
+
+
+def as_values(value: str | tuple[str, ...] | list[str]) -> list[str]:
+    """A data setting as a list (a string is one value, an empty one none)."""
+    if isinstance(value, str):
+        return [value] if value else []
+    return list(value)
+
+
+def ranking(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """What a study's trial values were measured by: its validation sets, their limit and the objective (the
+    defaults for a study that kept none)."""
+    stored = stored or {}
+    return {"val_data": list(stored.get("val_data", [])), "val_limit": stored.get("val_limit", 0),
+            "objective": stored.get("objective", "mean")}
 
 
 def record_run_data(study: optuna.Study, run: Any) -> None:
@@ -235,10 +251,20 @@ def record_run_data(study: optuna.Study, run: Any) -> None:
     use the same images; the validation sets, groups and objective only where a study has them."""
     keep: dict[str, Any] = {"data": _kept(run.data), "test_list": _kept(run.test_list)}
     if run.groups or run.val_data or run.val_limit or run.objective != "mean":
-        keep.update(groups=[_resolved(v) for v in run.groups], val_data=[_resolved(v) for v in run.val_data],
+        keep.update(groups=[_resolved(v) for v in as_values(run.groups)],
+                    val_data=[_resolved(v) for v in as_values(run.val_data)],
                     val_limit=run.val_limit, objective=run.objective)
     if study.user_attrs.get(RUN_DATA) != keep:
         study.set_user_attr(RUN_DATA, keep)
+
+
+def kept_run_data(run: Any) -> dict[str, Any]:
+    """The data settings of `run` as `record_run_data` would keep them (for comparing with a study's)."""
+    keep: dict[str, Any] = {"data": _kept(run.data), "test_list": _kept(run.test_list)}
+    keep.update(groups=[_resolved(v) for v in as_values(run.groups)],
+                val_data=[_resolved(v) for v in as_values(run.val_data)], val_limit=run.val_limit,
+                objective=run.objective)
+    return keep
 
 
 def run_data(study: optuna.Study) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ import dataclasses
 import optuna
 from optuna.trial import FrozenTrial
 
-from polyp.data import PolypData, Split, prepare_data
+from polyp.data import PolypData, Split, prepare_data, split_groups
 from search.engine.enqueue import PlannedTrial, enqueue_missing
 from search.engine.record import (
     TrialRecord,
@@ -86,7 +86,8 @@ def refit_split(session: Session, source: Session, folds: int) -> Split:
     origin = source.folder / "split.json"
     split = Split.load(origin) if origin.is_file() else load_data(source).split  # another machine: the same
     # data and seed give the search's split again (as every search.run worker computes it)
-    split = split.with_folds(folds, seed=session.spec.run.seed) if folds else split
+    if folds:  # whole groups (videos) per fold where the data sets have groups files
+        split = split.with_folds(folds, seed=session.spec.run.seed, groups=split_groups(session.spec.run.sources(), split))
     session.folder.mkdir(parents=True, exist_ok=True)
     split.save(manifest)
     return split

@@ -20,6 +20,8 @@ from search.engine.artifacts import open_artifact_store
 from search.engine.outputs import study_dir
 from search.engine.record import (
     RUN_DATA_KEYS,
+    kept_run_data,
+    ranking,
     record_run_data,
     record_run_dir,
     refit_settings,
@@ -29,7 +31,7 @@ from search.engine.record import (
 from search.engine.storage import default_storage_url, open_storage, safe_url
 from search.study.definition import REFIT_SUFFIX, RefitSettings, StudySpec, load_study, refit_study
 from search.study.errors import CommandLineError, StudyError
-from search.study.forced import CommandSettings, with_command_line
+from search.study.forced import CommandSettings, check_objective, with_command_line
 from search.study.imagenet import check_imagenet_available
 from search.study.samplers import build_pruner, seeded_sampler
 
@@ -108,6 +110,7 @@ def open_session(request: StudyRequest, create: bool = True, spec: StudySpec | N
     """
     spec = spec or request.spec()
     if create:  # before anything is written: build_pruner refuses a pair the sampler cannot search under
+        check_objective(spec, request.settings)
         pruner = build_pruner(spec.run.pruner, spec)
         check_imagenet_available(spec)  # commands that train: stop before any trial, not in every trial
     given = Path(request.run_dir) if request.run_dir else None
@@ -120,6 +123,7 @@ def open_session(request: StudyRequest, create: bool = True, spec: StudySpec | N
     if create:
         study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", load_if_exists=True,
                                     pruner=pruner)  # the sampler: Session.sampler_for, one per trial
+        check_same_ranking(study, spec)
         record_run_data(study, spec.run)
         if given is not None or run_dir_of(study) is None:  # a worker elsewhere with the default keeps the study's
             record_run_dir(study, run_dir)
@@ -129,6 +133,7 @@ def open_session(request: StudyRequest, create: bool = True, spec: StudySpec | N
     if given is None and stored is not None and stored.is_dir():
         run_dir = writable_run_dir(stored)  # where its trials ran: their folders and (by default) their artifacts
     spec = with_stored_data(with_stored_refit(spec, study, request), study, request)
+    check_objective(spec, request.settings)
     return Session(spec, run_dir, url, storage, study, open_artifact_store(run_dir, request.artifacts))
 
 
@@ -160,11 +165,29 @@ def with_stored_data(spec: StudySpec, study: optuna.Study, request: StudyRequest
     """The study with the data and test list its search trained on, where the command line names none (analyze
     and export then score the same images the trials saw)."""
     stored = run_data(study)
-    if stored is None or any(key in request.settings.run for key in RUN_DATA_KEYS):
+    if stored is None:
         return spec
+    given = request.settings.run
     kept = {key: tuple(value) if isinstance(value, list) else value for key, value in stored.items()
             if key in RUN_DATA_KEYS}
+    if "data" in given or "test_list" in given:  # other training sets: their test lists and groups with them
+        kept = {key: value for key, value in kept.items() if key not in ("data", "test_list", "groups")}
+    kept = {key: value for key, value in kept.items() if key not in given}
     return dataclasses.replace(spec, run=dataclasses.replace(spec.run, **kept))
+
+
+def check_same_ranking(study: optuna.Study, spec: StudySpec) -> None:
+    """Refuses to go on with a study whose complete trials were ranked by other validation sets, another limit or
+    another objective: their values would not compare with the new ones (TPE, the pruner and the best trial
+    treat them as one number)."""
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return
+    before, now = ranking(run_data(study)), ranking(kept_run_data(spec.run))
+    if before != now:
+        differs = [f"{key} {before[key]!r} before, {now[key]!r} now" for key in before if before[key] != now[key]]
+        raise StudyError(f"study {spec.name}: its complete trials were ranked by other validation settings ("
+                         f"{'; '.join(differs)}); give the same --val-data/--val-limit/--objective, or run a new "
+                         f"study (another --storage or study file)")
 
 
 def with_stored_refit(spec: StudySpec, study: optuna.Study, request: StudyRequest) -> StudySpec:

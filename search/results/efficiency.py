@@ -32,10 +32,11 @@ def run_grid(spec: StudySpec, csv_path: str, data, trainer, rows: int | None) ->
         cfg = apply_forced(row.config, spec)
         result = trainer(cfg, data, None, evaluate_test=False)
         spent += len(result.history)
-        best = max(best, result.best_val.get("mdice", 0.0))
+        best = max(best, result.objective if result.best_val else 0.0)
         curve.append((spent, best))
         print(f"  grid row {row.number:>2}: {cfg.arch}/{cfg.encoder} d{cfg.encoder_depth} lr {cfg.lr:.1e} "
-              f"{cfg.loss:<14} val mDice {result.best_val.get('mdice', 0.0):.4f}  epochs {spent:>4}  best {best:.4f}",
+              f"{cfg.loss:<14} {'objective' if data.external else 'val mDice'} "
+              f"{result.objective if result.best_val else 0.0:.4f}  epochs {spent:>4}  best {best:.4f}",
               flush=True)
     return curve
 

@@ -31,10 +31,10 @@ def _test_parts(run, split: Split, image_size: int) -> list[tuple[Path, list[str
     if not split.sets:
         return [(resolve_data_dir(run.sources()[0].folder, run.synthetic_count, synthetic_size=image_size), split.test)]
     parts = []
-    for name, part in split.sets.items():
-        stems = [stem[len(name) + 1:] for stem in split.test if stem.startswith(f"{name}/")]
+    for source in run.sources():  # the folders as this machine names them (split.json keeps where it was made)
+        stems = [stem[len(source.name) + 1:] for stem in split.test if stem.startswith(f"{source.name}/")]
         if stems:
-            parts.append((Path(part["folder"]), stems))
+            parts.append((resolve_data_dir(source.folder, run.synthetic_count, synthetic_size=image_size), stems))
     return parts
 
 

@@ -72,11 +72,12 @@ class RunSettings:
 
     def sources(self) -> list[DataSource]:
         """The training sets (`polyp.data.training_sources`)."""
-        return training_sources(as_list(self.data), as_list(self.test_list), list(self.groups), list(self.val_data))
+        return training_sources(as_list(self.data), as_list(self.test_list), as_list(self.groups),
+                                as_list(self.val_data))
 
     def external(self) -> list[DataSource]:
         """The validation sets never trained on."""
-        return validation_sources(list(self.val_data), list(self.groups), [s.name for s in self.sources()])
+        return validation_sources(as_list(self.val_data), as_list(self.groups), [s.name for s in self.sources()])
 
     def data_problem(self, objective: bool = True) -> tuple[str, str] | None:
         """The first data setting that cannot be used, as (key, why); None when they all hold.

@@ -59,10 +59,8 @@ def with_command_line(spec: StudySpec, settings: CommandSettings) -> StudySpec:
     """
     run = replace(spec.run, **{name: tuple(value) if isinstance(value, list) else value
                                for name, value in settings.run.items()})
-    if problem := run.data_problem():
-        key = problem[0]
-        where = f"--{key.replace('_', '-')}" if key in settings.run else f"study {spec.name}'s [run].{key}"
-        raise ConfigError(problem[1] if key == "data" else f"{where}: {problem[1]}")
+    if problem := run.data_problem(objective=False):  # the objective: check_objective, once the sets are known
+        raise ConfigError(data_message(spec, settings, *problem))
     forced = dict(settings.training)
     base = spec.base
     if "image_size" in forced:
@@ -75,6 +73,21 @@ def with_command_line(spec: StudySpec, settings: CommandSettings) -> StudySpec:
         if check_image_size(forced["image_size"], base.encoder_depth):  # a [train] depth the space overrides
             base = replace(base, encoder_depth=min(depths))
     return replace(spec, run=run, base=parse_config(forced, base=base), forced=forced)
+
+
+def data_message(spec: StudySpec, settings: CommandSettings, key: str, problem: str) -> str:
+    """A data setting's problem, said under the flag that gave it or the study's `[run]` key."""
+    if key == "data":
+        return problem
+    where = f"--{key.replace('_', '-')}" if key in settings.run else f"study {spec.name}'s [run].{key}"
+    return f"{where}: {problem}"
+
+
+def check_objective(spec: StudySpec, settings: CommandSettings) -> None:
+    """Refuses an objective that names none of the study's sets (as the command runs it: with the sets its
+    command line gives or its trials were run with), naming the flag or key."""
+    if problem := spec.run.data_problem():
+        raise ConfigError(data_message(spec, settings, *problem))
 
 
 def apply_forced(config: TrainConfig, spec: StudySpec) -> TrainConfig:
