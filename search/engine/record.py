@@ -162,6 +162,7 @@ def record_result(trial: optuna.trial.Trial, result: TrainResult) -> dict[str, A
         "best_epoch": result.best_epoch, "val": result.best_val, "test": result.test,
         "parameters": result.parameters, "images_per_second": result.images_per_second,
         "train_seconds": result.seconds,
+        **({"averaged": result.averaged} if result.averaged else {}),  # swa_epochs: the averaged weights were kept
     }
     for key, value in facts.items():
         trial.set_user_attr(key, value)
