@@ -207,3 +207,16 @@ def test_a_single_validation_set_may_be_written_as_a_string():
     tables["run"].update(val_data="cvc=/d/c", groups="cvc=/d/seq.csv")
     run = parse_study(tables, "tiny").run
     assert [(s.name, s.folder, s.groups) for s in run.external()] == [("cvc", "/d/c", "/d/seq.csv")]
+
+
+def test_the_robustness_settings_are_searchable():
+    from optuna.trial import FixedTrial
+
+    from search.study.space import suggest
+
+    tables = copy.deepcopy(TINY_STUDY)
+    tables["space"] = {"photometric": ["none", "strong"], "multi_scale": [False, True], "swa_epochs": [0, 2],
+                       "loss": ["bce+dice", "structure"]}
+    spec = parse_study(tables, "tiny")
+    cfg = suggest(FixedTrial({"photometric": "strong", "multi_scale": True, "swa_epochs": 2, "loss": "structure"}), spec)
+    assert (cfg.photometric, cfg.multi_scale, cfg.swa_epochs, cfg.loss) == ("strong", True, 2, "structure")

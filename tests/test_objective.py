@@ -170,3 +170,28 @@ def test_a_sigterm_stops_the_worker_even_when_the_heartbeat_already_failed_its_t
         run_until(study, objective, target=3, storage=storage)
 
     assert [t.state for t in study.trials] == [TrialState.FAIL], "no further trial started after the signal"
+
+
+class _HeartbeatSeen:
+    """A trainer that notes whether the storage holds a heartbeat of its trial when training starts."""
+
+    def __init__(self, database: Path):
+        self.database, self.seen = database, []
+
+    def __call__(self, cfg, data, reporter=None, evaluate_test=True):
+        import sqlite3
+
+        with sqlite3.connect(self.database) as connection:
+            self.seen.append(connection.execute("select count(*) from trial_heartbeats").fetchone()[0])
+        return fake_fit(cfg, data, reporter, evaluate_test)
+
+
+def test_a_trial_has_a_heartbeat_before_it_trains(synthetic_data, tmp_path):
+    """A worker that dies at once must leave a trial that other workers see go stale (Optuna's own heartbeat
+    thread may not have beaten yet); here no heartbeat thread runs at all (ask, then call)."""
+    storage = open_storage(default_storage_url(tmp_path), heartbeat_s=1)
+    study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize")
+    trainer = _HeartbeatSeen(tmp_path / "optuna.db")
+    objective = _objective(synthetic_data, tmp_path / "run", trainer=trainer)
+    objective(study.ask())
+    assert trainer.seen == [1]

@@ -25,7 +25,7 @@ from search.engine.record import (
     record_start,
     refit_values,
 )
-from search.engine.storage import retried_trial_number
+from search.engine.storage import first_heartbeat, retried_trial_number
 from search.study.definition import StudySpec
 from search.study.forced import apply_forced
 from search.study.space import suggest
@@ -102,6 +102,7 @@ class Objective:
     def _run(self, trial: optuna.trial.Trial, started: float) -> float:
         frozen = next((t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number), None)
         record_start(trial, retried_trial_number(frozen) if frozen is not None else None)
+        first_heartbeat(trial)
         cfg = self.config_for(trial)
         record_config(trial, cfg)
         reporter = OptunaReporter(trial, cfg.epochs)

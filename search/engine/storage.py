@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat  # the interface RDBStorage and its cache share
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -101,6 +102,15 @@ def _creation_lock(parsed: URL, connect_args: dict) -> Iterator[None]:
             yield
     else:
         yield
+
+
+def first_heartbeat(trial: optuna.trial.Trial) -> None:
+    """Records the trial's heartbeat now, before it trains. Optuna's heartbeat thread beats first when it gets
+    to run; a worker that dies before then (on a busy machine, within milliseconds of starting its trial)
+    leaves a RUNNING trial with no heartbeat, which no other worker ever takes for dead and retries."""
+    storage = trial.storage  # an RDBStorage, or Optuna's cache in front of one: both beat
+    if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval():
+        storage.record_heartbeat(trial._trial_id)
 
 
 def open_storage(url: str, heartbeat_s: int = 15) -> RDBStorage:
