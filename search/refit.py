@@ -2,7 +2,7 @@
 
 A search is affordable only at a reduced size (small images, few epochs, one seed), so its best trial is a
 small, briefly trained model, and the ranking of close configurations is within seed-to-seed noise. This
-command takes the `--top K` complete trials of study NAME (by validation mDice) and trains each configuration
+command takes the `--top K` complete trials of study NAME (by their value: validation mDice, or the objective over several sets) and trains each configuration
 again at `--image-size`/`--epochs` (default: the study's `[refit]` table, else twice the size and three times
 the epochs) with `--seeds N` seeds, validating on the study's split or, with `--folds F`, on each fold of an
 F-fold cross-validation of the non-test images (the folds are kept in the refit study's `split.json`; the
@@ -13,7 +13,7 @@ command resumes after a crash (running it again runs what is left), `--workers N
 PostgreSQL storage share the runs, optuna-dashboard shows them and `search.analyze --study NAME.refit` reports
 them. It ends with a table per configuration (search value, refit validation and test mDice as mean ± standard
 deviation over the runs) and Spearman's rho between the search's ranking and the refit's. The winner is the
-configuration with the best mean validation mDice, never chosen by test; `search.export --study NAME.refit`
+configuration with the best mean validation value (mDice, or the study's objective), never chosen by test; `search.export --study NAME.refit`
 exports it (`--ensemble`: all its runs as one model).
 
 Example:

@@ -13,7 +13,15 @@ import pytest
 import torch
 
 from polyp.config import ConfigError, TrainConfig, parse_config
-from polyp.data import DataError, DataSource, Split, build_augmentation, prepare_data, split_groups, write_synthetic
+from polyp.data import (
+    DataError,
+    DataSource,
+    Split,
+    build_augmentation,
+    prepare_data,
+    split_groups,
+    write_synthetic,
+)
 from polyp.data.sources import read_groups, training_sources, validation_sources
 from polyp.data.splits import limited_stems, make_split
 from polyp.losses import StructureLoss, build_loss

@@ -154,7 +154,8 @@ def test_a_replay_ranks_rows_by_the_objective_and_writes_a_column_per_set(tmp_pa
     out = tmp_path / "runs"
     assert replay.main(["--csv", str(sheet), "--study", str(_study(tmp_path)), "--run-dir", str(out), *FAKE,
                         "--val-data", f"c={other_centre}", "--objective", "c"]) == 0
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert re.search(r"val mDice\s+objective\s+test mDice", printed), printed
     with open(out / "tiny" / "replay-results.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["notes"] for row in rows] == ["first", "second"]

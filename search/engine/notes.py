@@ -8,7 +8,6 @@ from optuna_dashboard.artifact import get_artifact_path
 
 from search.engine.record import KEY_SETTINGS, artifact_ids, format_setting, set_scores, trained_config
 
-
 ROBUSTNESS = ("photometric", "multi_scale", "swa_epochs")  # shown when a trial sets them
 
 

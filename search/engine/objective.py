@@ -1,4 +1,5 @@
-"""The Optuna objective: sample a config, train it with pruning, leave its outputs, return best val mDice."""
+"""The Optuna objective: sample a config, train it with pruning, leave its outputs, return its best validation
+objective (the validation mDice unless external validation sets are scored; polyp.selection)."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ class TrialRecord:
     value: float | None
     params: dict[str, Any]
     seconds: float | None  # wall time of a finished trial (None while it runs)
-    intermediate: dict[int, float]  # validation mDice reported per epoch
+    intermediate: dict[int, float]  # the objective reported per epoch (validation mDice without external sets)
     config: dict[str, Any] = field(default_factory=dict)
     status: str | None = None
     reason: str = ""

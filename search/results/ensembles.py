@@ -1,6 +1,6 @@
 """`search.export --ensemble`: a refit study's runs as one model that averages their probabilities.
 
-`--ensemble winner` (the default): the configuration with the best mean validation mDice
+`--ensemble winner` (the default): the configuration with the best mean validation value (mDice or the objective)
 (`search.results.refit_table.winner`), every complete run of it (its seeds, folds). `--ensemble top`: every refit
 configuration, each by its run with the best validation mDice (different configurations, one model each).
 The members go into an ensemble folder (`polyp.checkpoint.save_ensemble`); its `training.json` lists them

@@ -64,11 +64,13 @@ def summary(sheet: Spreadsheet, table: list[dict[str, str]], path: Path) -> str:
     """Counts by state and the results table, one line per row."""
     states = [cells["state"] for cells in table]
     counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in dict.fromkeys(states))
+    ranked = any("objective" in cells for cells in table)  # external validation sets: the value is the objective
     lines = [f"replay of {sheet.path} ({len(table)} rows): {counts}; results: {path}",
-             f"{'row':>4}  {'trial':>5}  {'state':<8}  {'epochs':>6}  {'val mDice':>9}  {'test mDice':>10}  "
-             f"{'test mIoU':>9}  {'minutes':>7}  notes"]
+             f"{'row':>4}  {'trial':>5}  {'state':<8}  {'epochs':>6}  {'val mDice':>9}  "
+             + (f"{'objective':>9}  " if ranked else "") + f"{'test mDice':>10}  {'test mIoU':>9}  {'minutes':>7}  notes"]
     for row, cells in zip(sheet.rows, table, strict=True):
+        objective = f"{cells.get('objective', ''):>9}  " if ranked else ""
         lines.append(f"{row.number:>4}  {cells['trial']:>5}  {cells['state']:<8}  {cells['epochs_run']:>6}  "
-                     f"{cells['best_val_mdice']:>9}  {cells['test_mdice']:>10}  {cells['test_miou']:>9}  "
+                     f"{cells['best_val_mdice']:>9}  {objective}{cells['test_mdice']:>10}  {cells['test_miou']:>9}  "
                      f"{cells['minutes']:>7}  {row.notes}")
     return "\n".join(lines)

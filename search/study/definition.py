@@ -24,8 +24,8 @@ from typing import Any
 from polyp.architectures import ARCHITECTURES
 from polyp.config import FIELDS, ConfigError, TrainConfig, check_image_size, field_type, parse_config
 from polyp.data import DataError, DataSource, training_sources, validation_sources
-from polyp.selection import objective_problem
 from polyp.models import is_buildable
+from polyp.selection import objective_problem
 from search.study.errors import StudyError
 
 if sys.version_info >= (3, 11):
