@@ -155,7 +155,8 @@ def test_setup_commands_give_a_document_what_it_reads():
 # each is also run by a fast test of its own (tests/test_refit.py, test_replay.py, test_export.py, test_analyze.py).
 SLOW_ONLY = ("search.refit ", "demo.refit", "exported/demo-ensemble", "--retrain", "--gradcam --run-dir",
              "search.replay --csv hyperparameters.csv --study grid --data synthetic")
-SLOW_DOCS = ("benchmarking.md", "search-options.md")  # timing runs and every option: in the slow run only
+SLOW_DOCS = ("benchmarking.md", "search-options.md", "next-hospital.md")  # timing runs, every option, real
+# searches with validation sets (their fast tests: test_cross_centre*.py): in the slow run only
 
 
 def test_readme_commands_run_as_written_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
