@@ -154,7 +154,8 @@ def test_setup_commands_give_a_document_what_it_reads():
 # The README's commands that the default run leaves to the slow walk-through (`make test-all`) to keep it fast:
 # each is also run by a fast test of its own (tests/test_refit.py, test_replay.py, test_export.py, test_analyze.py).
 SLOW_ONLY = ("search.refit ", "demo.refit", "exported/demo-ensemble", "--retrain", "--gradcam --run-dir",
-             "search.replay --csv hyperparameters.csv --study grid --data synthetic")
+             "search.replay --csv hyperparameters.csv --study grid --data synthetic",
+             "data/centre-b")  # the next-hospital example: test_cross_centre.py trains on two sets and an external one
 SLOW_DOCS = ("benchmarking.md", "search-options.md", "next-hospital.md")  # timing runs, every option, real
 # searches with validation sets (their fast tests: test_cross_centre*.py): in the slow run only
 
