@@ -212,6 +212,7 @@ def test_killed_worker_trial_is_retried_by_another(tmp_path, study_file, synthet
     assert f"(retry of trial {killed.number})" in survivor.output()
 
 
+@pytest.mark.slow  # two processes of real training; test_workers.py shares one SQLite study between workers fast
 def test_two_workers_on_one_sqlite_file(tmp_path, study_file, synthetic_dir):
     target = 4
     workers = start_workers(2, tmp_path, study_file, synthetic_dir, target, None, "fake_trainers:epochs_300ms")

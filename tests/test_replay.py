@@ -222,6 +222,7 @@ def test_real_training_replay(tmp_path, study_file, synthetic_dir):
     assert (run_dir / "csvgrid" / "trial-0" / "checkpoint" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow  # two worker processes of real training; test_distributed.py opens PostgreSQL from workers fast
 @pytest.mark.postgres
 def test_two_workers_on_postgres_run_each_row_once(tmp_path, study_file, synthetic_dir, postgres_url):  # noqa: F811
     rows = [{"arch": arch, "encoder": "resnet18", "encoder_depth": str(depth), "lr": lr, "notes": ""}
