@@ -20,22 +20,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
+from commands import evaluated_mdice, step  # benchmarks/commands.py, beside this script
+
 FIRST_TEST_SEQUENCE = 15  # CVC-ClinicDB videos below it validate (the external set), from it on test
-
-
-def step(name: str, command: list[str]) -> float:
-    """Runs one command (its output shown), fails loudly, returns its minutes."""
-    print(f"\n== {name}: {' '.join(command)}", flush=True)
-    started = time.perf_counter()
-    subprocess.run(command, check=True)
-    minutes = (time.perf_counter() - started) / 60
-    print(f"== {name}: {minutes:.1f} min", flush=True)
-    return minutes
 
 
 def cvc_halves(cvc: Path, out: Path) -> tuple[Path, Path, Path]:
@@ -60,12 +50,6 @@ def cvc_halves(cvc: Path, out: Path) -> tuple[Path, Path, Path]:
         writer.writerow(["stem", "sequence"])
         writer.writerows((stem, seq) for stem, seq in sorted(sequence.items()) if seq < FIRST_TEST_SEQUENCE)
     return halves["cvc-val"], halves["cvc-test"], groups
-
-
-def mdice(evaluation: Path) -> float:
-    """The mDice of an evaluation's first data set (summary.csv)."""
-    with (evaluation / "summary.csv").open() as handle:
-        return float(next(csv.DictReader(handle))["mDice"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             evaluation = out / f"evaluation-{name}-{set_name}"
             step(f"evaluate {name} on {set_name}", [python, "-m", "polyp.evaluate", "--model", str(export), *flags,
                                                    "--out", str(evaluation)])
-            scores[set_name] = mdice(evaluation)
+            scores[set_name] = float(evaluated_mdice(evaluation))
         trained = json.loads((export / "training.json").read_text())
         results[name] = {**scores, "config": trained.get("train_config") or trained.get("config")}
     print("\nminutes: " + ", ".join(f"{name} {value:.1f}" for name, value in minutes.items()))

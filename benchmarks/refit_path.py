@@ -25,33 +25,14 @@ EfficientNet-Lite2 U-Nets; 160 px and 25 epochs take several times that there).
 from __future__ import annotations
 
 import argparse
-import csv
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
+from commands import evaluated_mdice, step  # benchmarks/commands.py, beside this script
 
 from search.engine.record import TrialRecord
 from search.engine.storage import default_storage_url
-
-
-def step(name: str, command: list[str]) -> float:
-    """Runs one command (its output shown), fails loudly, returns its minutes."""
-    print(f"\n== {name}: {' '.join(command)}", flush=True)
-    started = time.perf_counter()
-    subprocess.run(command, check=True)
-    minutes = (time.perf_counter() - started) / 60
-    print(f"== {name}: {minutes:.1f} min", flush=True)
-    return minutes
-
-
-def test_mdice(evaluation: Path) -> str:
-    """The mDice of the evaluation's first data set (summary.csv)."""
-    with (evaluation / "summary.csv").open() as handle:
-        row = next(csv.DictReader(handle))
-    return row["mDice"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         minutes[f"evaluate {name}"] = step(f"evaluate {name}", [
             python, "-m", "polyp.evaluate", "--model", str(folder), "--data", f"kvasir={args.data}",
             "--test-list", args.test_list, "--out", str(evaluation)])
-        results[name] = test_mdice(evaluation)
+        results[name] = evaluated_mdice(evaluation)
     runs = sorted((out / "runs" / refit).glob("trial-*/checkpoint"), key=lambda path: int(path.parent.name[6:]))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     records = {t.number: TrialRecord.of(t) for t in optuna.load_study(
@@ -106,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluation = out / f"evaluation-refit-{trial}"
         step(f"evaluate refit {trial}", [python, "-m", "polyp.evaluate", "--model", str(checkpoint), "--data",
                                          f"kvasir={args.data}", "--test-list", args.test_list, "--out", str(evaluation)])
-        results[f"refit {trial} (search trial {record.refit_source}, seed {record.refit_seed})"] = test_mdice(evaluation)
+        results[f"refit {trial} (search trial {record.refit_source}, seed {record.refit_seed})"] = evaluated_mdice(evaluation)
     for seed in range(args.baseline_seeds):
         folder = out / f"default-seed{seed}"
         if not (folder / "checkpoint").is_dir():  # resumes: a finished baseline is not trained again
@@ -118,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         step(f"evaluate default seed {seed}", [python, "-m", "polyp.evaluate", "--model", str(folder / "checkpoint"),
                                                "--data", f"kvasir={args.data}", "--test-list", args.test_list,
                                                "--out", str(evaluation)])
-        results[f"default Linknet-R34 seed {seed}"] = test_mdice(evaluation)
+        results[f"default Linknet-R34 seed {seed}"] = evaluated_mdice(evaluation)
     print("\nminutes: " + ", ".join(f"{name} {value:.1f}" for name, value in minutes.items())
           + f"; the path (search to evaluated exports, no default model) {sum(v for k, v in minutes.items() if not k.startswith('default')):.1f}")
     print("test mDice at the images' own sizes (PraNet Kvasir list): "

@@ -56,6 +56,7 @@ from optuna.trial import FrozenTrial, TrialState
 from polyp.config import TrainConfig
 from polyp.data.sources import split_name
 from polyp.train import TrainResult
+from search.study.definition import as_list
 
 KEY_SETTINGS = ("arch", "encoder", "encoder_depth", "lr", "batch_size", "loss", "optimizer")  # a trial in one line
 AnyTrial = optuna.trial.Trial | FrozenTrial
@@ -232,13 +233,6 @@ RUN_DATA_KEYS = ("data", "test_list", "groups", "val_data", "val_limit", "object
 RANKING_KEYS = ("val_data", "val_limit", "objective")  # the settings a trial's value depends on
 
 
-def as_values(value: str | tuple[str, ...] | list[str]) -> list[str]:
-    """A data setting as a list (a string is one value, an empty one none)."""
-    if isinstance(value, str):
-        return [value] if value else []
-    return list(value)
-
-
 def ranking(stored: dict[str, Any] | None) -> dict[str, Any]:
     """What a study's trial values were measured by: its validation sets, their limit and the objective (the
     defaults for a study that kept none)."""
@@ -250,22 +244,19 @@ def ranking(stored: dict[str, Any] | None) -> dict[str, Any]:
 def record_run_data(study: optuna.Study, run: Any) -> None:
     """The data a search trains on (`run`: its RunSettings), kept on the study so that analyze, export and refit
     use the same images; the validation sets, groups and objective only where a study has them."""
-    keep: dict[str, Any] = {"data": _kept(run.data), "test_list": _kept(run.test_list)}
-    if run.groups or run.val_data or run.val_limit or run.objective != "mean":
-        keep.update(groups=[_resolved(v) for v in as_values(run.groups)],
-                    val_data=[_resolved(v) for v in as_values(run.val_data)],
-                    val_limit=run.val_limit, objective=run.objective)
+    keep = kept_run_data(run)
+    if not (keep["groups"] or keep["val_data"] or keep["val_limit"] or keep["objective"] != "mean"):
+        keep = {"data": keep["data"], "test_list": keep["test_list"]}  # as studies before the validation sets
     if study.user_attrs.get(RUN_DATA) != keep:
         study.set_user_attr(RUN_DATA, keep)
 
 
 def kept_run_data(run: Any) -> dict[str, Any]:
-    """The data settings of `run` as `record_run_data` would keep them (for comparing with a study's)."""
-    keep: dict[str, Any] = {"data": _kept(run.data), "test_list": _kept(run.test_list)}
-    keep.update(groups=[_resolved(v) for v in as_values(run.groups)],
-                val_data=[_resolved(v) for v in as_values(run.val_data)], val_limit=run.val_limit,
-                objective=run.objective)
-    return keep
+    """The data settings of `run` as this module keeps them, every path absolute (for comparing with a study's)."""
+    return {"data": _kept(run.data), "test_list": _kept(run.test_list),
+            "groups": [_resolved(v) for v in as_list(run.groups)],
+            "val_data": [_resolved(v) for v in as_list(run.val_data)],
+            "val_limit": run.val_limit, "objective": run.objective}
 
 
 def run_data(study: optuna.Study) -> dict[str, Any] | None:
