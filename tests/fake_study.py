@@ -24,7 +24,7 @@ TRIALS = 6
 STUDY_TOML = f"""
 [study]
 name = "{STUDY}"
-description = "fake-trained LinkNet trials for the report, export and dashboard tests"
+description = "fake-trained LinkNet/MobileNetV2 trials for the report, export and dashboard tests"
 
 [run]
 data = "synthetic"
@@ -37,7 +37,7 @@ synthetic_count = 20
 
 [train]
 arch = "linknet"
-encoder = "resnet18"
+encoder = "mobilenet_v2"
 encoder_depth = 3
 image_size = 64
 epochs = 3
@@ -57,7 +57,7 @@ NO_COMPLETE_TOML = """
 name = "nothing-complete"
 [train]
 arch = "linknet"
-encoder = "resnet18"
+encoder = "mobilenet_v2"
 encoder_depth = 3
 image_size = 64
 """

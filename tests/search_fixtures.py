@@ -21,11 +21,11 @@ from search.study.definition import STUDIES_DIR, StudySpec, parse_study
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 
-TINY_STUDY: dict[str, Any] = {  # LinkNet/ResNet-18 at 32 px: only lr is searched
+TINY_STUDY: dict[str, Any] = {  # LinkNet/MobileNetV2 (depth 3: small checkpoints) at 32 px: only lr is searched
     "study": {"name": "tiny", "description": "search-layer tests"},
     "run": {"sampler": "random", "pruner": "median", "startup_trials": 2, "pruner_startup_trials": 2,
             "warmup_epochs": 1, "sample_images": 2},
-    "train": {"arch": "linknet", "encoder": "resnet18", "encoder_depth": 3, "encoder_weights": "none",
+    "train": {"arch": "linknet", "encoder": "mobilenet_v2", "encoder_depth": 3, "encoder_weights": "none",
               "image_size": 32, "epochs": 3, "batch_size": 4},
     "space": {"lr": {"low": 1e-5, "high": 1.0, "log": True}},
 }
