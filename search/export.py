@@ -28,6 +28,7 @@ from search.results.checkpoint_export import (
     check_destination,
     export_trial,
     pick_trial,
+    record_export_latency,
     write_onnx,
 )
 from search.results.ensembles import ENSEMBLE_KINDS, best_winner_run, export_ensemble
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         model, cfg, facts = export_trial(session, trial, out, args.retrain, overrides)
         load_checkpoint(out)  # what polyp.predict will do: fail here, not there
         difference = write_onnx(model, out, cfg.image_size) if args.onnx else None
+        latency = record_export_latency(model, out, cfg.image_size)
     except USER_ERRORS as error:
         return fail(str(error))
     val, test = facts["metrics"].get("val") or {}, facts["metrics"].get("test") or {}
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if own:
         print(f"  test split at the images' own sizes, as polyp.evaluate scores it {describe(own)}")
     print(f"  {out}/: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    print(f"  latency on this machine: {latency.describe()}")
     if overrides and not facts["source"].startswith("retrained"):
         print(f"  note: {', '.join('--' + k for k in overrides)} ignored: trial {trial.number} kept its checkpoint")
     if difference is not None:
@@ -92,6 +95,7 @@ def _ensemble_main(session: Session, out: Path, onnx: bool, kind: str) -> int:
     model, facts, runs = export_ensemble(session, out, kind)
     loaded, info = load_checkpoint(out)  # what polyp.predict will do: fail here, not there
     difference = write_onnx(loaded, out, info.image_size) if onnx else None
+    latency = record_export_latency(loaded, out, info.image_size)
     what = (f"the winning configuration of study {session.spec.name} (search trial {facts['source_trial']})"
             if kind == "winner" else f"the best run of each configuration of study {session.spec.name} (search "
             f"trials {', '.join(str(source) for source in facts['source_trials'])})")
@@ -101,6 +105,7 @@ def _ensemble_main(session: Session, out: Path, onnx: bool, kind: str) -> int:
     if own:
         print(f"  the ensemble on the test split at the images' own sizes, as polyp.evaluate scores it {describe(own)}")
     print(f"  {out}/: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    print(f"  latency on this machine: {latency.describe()}")
     if difference is not None:
         print(f"  onnx check (one graph, every member): max |onnxruntime - pytorch| = {difference:.3g}")
         if difference > ONNX_TOLERANCE:

@@ -34,6 +34,7 @@ startup_trials = 3
 warmup_epochs = 1
 sample_images = 2
 synthetic_count = 20
+latency = "torch"
 
 [train]
 arch = "linknet"

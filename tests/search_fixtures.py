@@ -24,7 +24,7 @@ ROOT = TESTS.parent
 TINY_STUDY: dict[str, Any] = {  # LinkNet/MobileNetV2 (depth 3: small checkpoints) at 32 px: only lr is searched
     "study": {"name": "tiny", "description": "search-layer tests"},
     "run": {"sampler": "random", "pruner": "median", "startup_trials": 2, "pruner_startup_trials": 2,
-            "warmup_epochs": 1, "sample_images": 2},
+            "warmup_epochs": 1, "sample_images": 2, "latency": "torch"},
     "train": {"arch": "linknet", "encoder": "mobilenet_v2", "encoder_depth": 3, "encoder_weights": "none",
               "image_size": 32, "epochs": 3, "batch_size": 4},
     "space": {"lr": {"low": 1e-5, "high": 1.0, "log": True}},

@@ -135,3 +135,11 @@ def test_the_test_split_is_scored_as_polyp_evaluate_scores_it(best_export, study
                           "--out", str(tmp_path / "evaluation"), "--batch-size", "8"]) == 0
     row = re.search(r"^\s*test\s+(\d+)\s+(\S+)\s+(\S+)", capsys.readouterr().out, re.MULTILINE)
     assert int(row.group(1)) == own["images"] and float(row.group(2)) == pytest.approx(own["dice"], abs=1e-4)
+
+
+def test_the_export_records_its_latency_per_frame_with_both_runtimes(best_export):
+    training = json.loads((best_export["out"] / "training.json").read_text())
+    latency = training["latency"]
+    assert latency["torch_ms"] > 0 and latency["onnx_ms"] > 0  # model.onnx was written: ONNX Runtime timed it
+    assert latency["image_size"] == training["train_config"]["image_size"] and latency["device"] == "cpu"
+    assert f"latency on this machine: {latency['torch_ms']:.1f} ms per frame with PyTorch" in best_export["stdout"]

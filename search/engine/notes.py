@@ -6,6 +6,7 @@ import optuna
 import optuna_dashboard
 from optuna_dashboard.artifact import get_artifact_path
 
+from polyp.latency import Latency
 from search.engine.record import KEY_SETTINGS, artifact_ids, format_setting, set_scores, trained_config
 
 ROBUSTNESS = ("photometric", "multi_scale", "swa_epochs")  # shown when a trial sets them
@@ -28,6 +29,7 @@ def note_markdown(trial: optuna.trial.Trial, facts: dict, image_urls: dict[str, 
     lines = [f"## Trial {trial.number}: {facts.get('status')}", "",
              f"best epoch {facts.get('best_epoch')} of {facts.get('epochs_run')} run; "
              f"{facts.get('parameters', 0) / 1e6:.2f} M parameters; {facts.get('images_per_second', 0):.1f} img/s", "",
+             *([f"latency: {Latency(**facts['latency']).describe()}", ""] if facts.get("latency") else []),
              *rows, "", *settings, ""]
     for name, title in (("predictions.png", "Predictions on fixed test images"), ("loss_curve.png", "Loss curve")):
         if name in image_urls:

@@ -13,6 +13,7 @@ import optuna
 
 from polyp.config import TrainConfig, parse_config
 from polyp.data import PolypData
+from polyp.latency import Latency, config_latency
 from polyp.train import PrintReporter, Reporters, TrainResult, fit
 from search.engine.artifacts import open_artifact_store
 from search.engine.outputs import trial_dir, upload_files, write_trial_files
@@ -20,6 +21,7 @@ from search.engine.record import (
     csv_values,
     record_config,
     record_failure,
+    record_latency,
     record_outputs,
     record_overhead,
     record_result,
@@ -87,6 +89,12 @@ class Objective:
             cfg = parse_config(row, base=cfg)
         return apply_forced(cfg, self.spec)
 
+    def latency(self, cfg: TrainConfig) -> dict:
+        """The config's model timed per frame as the study's `[run].latency` asks ({} for "none"); before it
+        trains, since the weights do not change the time."""
+        mode = self.spec.run.latency
+        return {} if mode == "none" else config_latency(cfg, onnx=mode == "onnx").to_dict()
+
     def __call__(self, trial: optuna.trial.Trial) -> float:
         started = time.perf_counter()
         try:
@@ -106,17 +114,23 @@ class Objective:
         first_heartbeat(trial)
         cfg = self.config_for(trial)
         record_config(trial, cfg)
+        latency = self.latency(cfg)
+        if latency:
+            record_latency(trial, latency)
+            if self.verbose:
+                print(f"  trial {trial.number} latency: {Latency(**latency).describe()}", flush=True)
         reporter = OptunaReporter(trial, cfg.epochs)
         printer = PrintReporter(f"  trial {trial.number} ", cfg.epochs) if self.verbose else None
         data = self.data_for(trial) if self.data_for is not None else self.data
         result = self.trainer(cfg, data, Reporters([printer, reporter]))
         trained = time.perf_counter()
-        facts = record_result(trial, result)
+        facts = {**record_result(trial, result), **({"latency": latency} if latency else {})}
         folder = trial_dir(self.run_dir, self.spec.name, trial.number)
         sample = self.data.test.subset(self.data.test.stems[: self.spec.run.sample_images])
         files = write_trial_files(folder, cfg, result, sample, f"{self.spec.name} trial {trial.number}",
                                   keep_checkpoint=result.status in ("completed", "early_stopped"),
                                   facts={"metrics": {"val": result.best_val, "test": result.test},
+                                         **({"latency": latency} if latency else {}),
                                          "study": self.spec.name, "trial": trial.number})
         record_outputs(trial, upload_files(self.artifacts or open_artifact_store(self.run_dir), trial, files), str(folder))
         for hook in self.after_trial:

@@ -16,6 +16,8 @@ Keys (user attribute: what it holds):
     val, test: metrics at the best epoch (mdice, miou, dice_pooled, iou_pooled, precision, recall).
     parameters: the model's parameter count.
     images_per_second: training speed.
+    latency: the model's inference time per frame before it trains (polyp.latency.Latency.to_dict(): torch_ms,
+        onnx_ms, image_size, device, threads).
     train_seconds: training time in seconds.
     history: one dict per epoch (epoch, train_loss, val_loss, val_mdice, ...).
     artifacts: {file name: Optuna artifact id} of the trial's files.
@@ -81,6 +83,7 @@ class TrialRecord:
     test: dict[str, float] = field(default_factory=dict)
     parameters: int | None = None
     images_per_second: float | None = None
+    latency: dict[str, Any] = field(default_factory=dict)
     train_seconds: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)
@@ -118,6 +121,10 @@ class TrialRecord:
         """The trained config, or the sampled params while the trial has none stored."""
         return self.config or self.params
 
+    def latency_ms(self, runtime: str = "torch") -> float | None:
+        """Milliseconds per frame with `runtime` ("torch" or "onnx"), None where it was not timed."""
+        return self.latency.get(f"{runtime}_ms")
+
     def describe(self, keys: tuple[str, ...] = KEY_SETTINGS) -> str:
         """A short "key=value" list of the trial's settings, e.g. "arch=linknet lr=1.00e-03"."""
         return " ".join(f"{key}={format_setting(self.settings[key])}" for key in keys if key in self.settings)
@@ -154,6 +161,11 @@ def record_start(trial: optuna.trial.Trial, retry_of: int | None) -> None:
 def record_config(trial: optuna.trial.Trial, config: TrainConfig) -> None:
     """The config the trial trains."""
     trial.set_user_attr("config", config.to_dict())
+
+
+def record_latency(trial: optuna.trial.Trial, latency: dict[str, Any]) -> None:
+    """The model's inference time per frame (`polyp.latency.Latency.to_dict()`)."""
+    trial.set_user_attr("latency", latency)
 
 
 def record_result(trial: optuna.trial.Trial, result: TrainResult) -> dict[str, Any]:

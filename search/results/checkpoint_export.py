@@ -6,6 +6,7 @@ failed) is refused unless its config is trained again (`retrain`).
 
 from __future__ import annotations
 
+import json
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +17,8 @@ from torch import nn
 
 from polyp.checkpoint import CONFIG_FILE, TRAINING_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from polyp.config import TrainConfig, parse_config
+from polyp.io import write_json
+from polyp.latency import Latency, measure_latency
 from polyp.models import input_normalization
 from polyp.models.ensemble import MEMBER_PREFIX
 from polyp.train import fit
@@ -124,6 +127,16 @@ def export_trial(session: Session, trial: FrozenTrial, out: Path, retrain_missin
              "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     save_checkpoint(model, cfg, out, facts)
     return model.eval(), cfg, facts
+
+
+def record_export_latency(model: nn.Module, out: Path, image_size: int) -> Latency:
+    """Times the exported model per frame on this machine's CPU with every core (PyTorch, and ONNX Runtime on
+    `out/model.onnx` where it was written) and adds the figures to `out/training.json` as "latency"."""
+    onnx = out / ONNX_FILE
+    latency = measure_latency(model, image_size, "cpu", 0, onnx=onnx.is_file(), onnx_path=onnx)
+    path = out / TRAINING_FILE
+    write_json(path, {**json.loads(path.read_text()), "latency": latency.to_dict()})
+    return latency
 
 
 def write_onnx(model: nn.Module, out: Path, image_size: int) -> float:

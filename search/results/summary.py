@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optuna.trial import TrialState
 
-from search.engine.record import TrialRecord, set_scores
+from search.engine.record import TrialRecord, format_number, set_scores
 from search.engine.session import Session
 from search.engine.storage import command_url, password_hint, safe_url
 
@@ -23,11 +23,15 @@ def summary_table(session: Session, top: int = 5) -> str:
     names = sorted({key for record in records for key in set_scores(record.val) if key.endswith("_mdice")})
     label = "objective" if names else "val mDice"  # the trials' value: the objective once several sets are scored
     extra = "".join(f"  {'val ' + key[: -len('_mdice')]:>10}" for key in names)
-    lines[-1] = f"{'trial':>5}  {label:>9}{extra}  {'test mDice':>10}  {'test mIoU':>9}  config / outputs"
+    timed = any(record.latency for record in records)  # ms per frame: PyTorch / ONNX Runtime
+    lines[-1] = (f"{'trial':>5}  {label:>9}{extra}  {'test mDice':>10}  {'test mIoU':>9}"
+                 f"{'  ms/frame torch/onnx' if timed else ''}  config / outputs")
     for record in records:
         cells = "".join(f"  {record.val.get(key, float('nan')):>10.4f}" for key in names)
+        speed = "/".join(format_number(record.latency_ms(runtime), 1, missing="–") for runtime in ("torch", "onnx"))
         lines.append(f"{record.number:>5}  {record.value:>9.4f}{cells}  {record.test.get('mdice', float('nan')):>10.4f}  "
-                     f"{record.test.get('miou', float('nan')):>9.4f}  {record.describe()}\n{'':>40}{record.output_dir}")
+                     f"{record.test.get('miou', float('nan')):>9.4f}{f'  {speed:>20}' if timed else ''}  "
+                     f"{record.describe()}\n{'':>40}{record.output_dir}")
     return "\n".join(lines)
 
 

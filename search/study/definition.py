@@ -37,6 +37,7 @@ STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SAMPLERS = ("tpe", "random", "gp", "grid")
 PRUNERS = ("median", "hyperband", "sha", "none")
+LATENCY_MODES = ("onnx", "torch", "none")  # [run].latency: what each trial's model is timed with (polyp.latency)
 
 
 DATA_LISTS = ("data", "test_list", "groups", "val_data")  # [run] keys that take one value or a list
@@ -69,6 +70,7 @@ class RunSettings:
     test_fraction: float = 0.1  # share of images for testing (without test_list)
     seed: int = 0  # sampler and split seed
     synthetic_count: int = 96  # images generated when data = "synthetic"
+    latency: str = "onnx"  # each trial's ms per frame: onnx (PyTorch and, on the CPU, ONNX Runtime) | torch | none
 
     def sources(self) -> list[DataSource]:
         """The training sets (`polyp.data.training_sources`)."""
@@ -233,6 +235,8 @@ def _run_settings(table: dict, where: str) -> RunSettings:
         raise StudyError(f"{where}[run].pruner: {settings.pruner!r} is not one of {', '.join(PRUNERS)}")
     if problem := sampler_pruner_problem(settings.sampler, settings.pruner):
         raise StudyError(f"{where}[run].sampler/pruner: {problem}")
+    if settings.latency not in LATENCY_MODES:
+        raise StudyError(f"{where}[run].latency: {settings.latency!r} is not one of {', '.join(LATENCY_MODES)}")
     return settings
 
 

@@ -46,7 +46,7 @@ def top_table(trials: list[FrozenTrial]) -> str:
     records = [TrialRecord.of(trial) for trial in trials]
     names = sorted({key for record in records for key in set_scores(record.val) if key.endswith("_mdice")})
     head = ("rank", "trial", "objective" if names else "val mDice", *(f"val {key[: -len('_mdice')]}" for key in names),
-            "test mDice", "test mIoU", "epochs", "params (M)", "seconds")
+            "test mDice", "test mIoU", "epochs", "params (M)", "ms/frame PyTorch", "ms/frame ONNX", "seconds")
     rows = ["<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + '<th class="text">settings</th>'
             '<th class="text">outputs</th></tr>']
     for rank, record in enumerate(records, start=1):
@@ -54,7 +54,8 @@ def top_table(trials: list[FrozenTrial]) -> str:
                  *(format_number(record.val.get(key), missing="–") for key in names),
                  format_number(record.test.get("mdice"), missing="–"), format_number(record.test.get("miou"), missing="–"),
                  "–" if record.epochs_run is None else record.epochs_run,
-                 format_number((record.parameters or 0) / 1e6, 2), format_number(record.seconds, 1, missing="–"))
+                 format_number((record.parameters or 0) / 1e6, 2), format_number(record.latency_ms("torch"), 1, missing="–"),
+                 format_number(record.latency_ms("onnx"), 1, missing="–"), format_number(record.seconds, 1, missing="–"))
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + f'<td class="text">{html.escape(record.describe())}</td>'
                     f'<td class="text"><a href="../trial-{record.number}/">trial-{record.number}/</a></td></tr>')
     return "\n".join(rows) + "</table>"

@@ -27,7 +27,8 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 
 def trial_row(trial: FrozenTrial) -> dict:
-    """One row of trials.csv: number, state, value, params, epochs, metrics, parameter count, seconds."""
+    """One row of trials.csv: number, state, value, params, epochs, metrics, parameter count, latency per frame
+    (PyTorch, ONNX Runtime), seconds."""
     record = TrialRecord.of(trial)
     val, test = record.val, record.test
     return {
@@ -38,7 +39,8 @@ def trial_row(trial: FrozenTrial) -> dict:
         **{f"val_{key}": val[key] for key in set_scores(val)},
         **({"val_objective": val.get("objective")} if set_scores(val) else {}),
         "test_mdice": test.get("mdice"), "test_miou": test.get("miou"),
-        "parameters": record.parameters, "seconds": record.seconds, "fail_reason": record.fail_reason,
+        "parameters": record.parameters, "latency_torch_ms": record.latency_ms("torch"),
+        "latency_onnx_ms": record.latency_ms("onnx"), "seconds": record.seconds, "fail_reason": record.fail_reason,
     }
 
 

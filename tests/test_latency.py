@@ -1,0 +1,105 @@
+"""Latency per frame (polyp.latency) and where a search keeps it: the trial, its note, trials.csv, the report."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from search_fixtures import search_cache, tiny_spec  # noqa: F401
+
+import polyp.latency
+from polyp.config import parse_config
+from polyp.latency import Latency, config_latency, measure_latency, median_ms
+from polyp.models import build_model
+from search.engine.notes import note_markdown
+from search.engine.objective import Objective
+from search.engine.record import TrialRecord
+from search.results.report.trials import write_trials_csv
+from search.results.summary import summary_table
+from search.study.definition import parse_study
+from search.study.errors import StudyError
+from search.testing import fake_fit
+
+TINY = {"arch": "linknet", "encoder": "mobilenet_v2", "encoder_depth": 3, "encoder_weights": "none", "image_size": 32,
+        "threads": 1, "device": "cpu"}
+
+
+def test_the_median_of_the_timed_runs_counts_and_the_warm_up_is_not_timed(monkeypatch):
+    durations = iter([100.0, 100.0, 0.003, 0.001, 0.002])  # two slow warm-up runs, then three timed ones
+    now = [0.0]  # a clock that only the runs move
+
+    def run():
+        now[0] += next(durations)
+
+    monkeypatch.setattr(polyp.latency.time, "perf_counter", lambda: now[0])
+    assert median_ms(run, warmup=2, repeats=3) == pytest.approx(2.0)
+
+
+def test_a_model_is_timed_with_pytorch_and_onnx_runtime_and_the_threads_are_put_back():
+    model = build_model(parse_config(TINY))
+    before = torch.get_num_threads()
+    latency = measure_latency(model, 32, "cpu", threads=1)
+    assert latency.torch_ms > 0 and latency.onnx_ms > 0 and latency.fastest_ms == min(latency.torch_ms, latency.onnx_ms)
+    assert (latency.image_size, latency.device, latency.threads) == (32, "cpu", 1)
+    assert torch.get_num_threads() == before
+    assert measure_latency(model, 32, "cpu", onnx=False).onnx_ms is None
+
+
+def test_a_deep_supervised_config_is_timed_as_the_model_it_predicts_with():
+    cfg = parse_config({**TINY, "arch": "unetplusplus", "deep_supervision": True})
+    latency = config_latency(cfg, onnx=False)
+    assert latency.torch_ms > 0 and latency.onnx_ms is None
+
+
+def test_the_latency_line_says_what_was_timed():
+    assert Latency(41.23, 28.71, 256, "cpu", 2).describe() == (
+        "41.2 ms per frame with PyTorch, 28.7 ms with ONNX Runtime (256 px, batch 1, cpu, 2 threads)")
+    assert Latency(3.0, None, 64, "cpu", 1).describe() == "3.0 ms per frame with PyTorch (64 px, batch 1, cpu, 1 thread)"
+
+
+def test_an_unknown_latency_mode_is_refused_with_its_key():
+    with pytest.raises(StudyError, match=r"x.toml: \[run\].latency: 'fast' is not one of onnx, torch, none"):
+        parse_study({"study": {"name": "x"}, "run": {"latency": "fast"}}, "x", "x.toml: ")
+
+
+@pytest.mark.usefixtures("search_cache")
+@pytest.mark.parametrize("mode", ["onnx", "none"])
+def test_a_trial_keeps_its_latency_and_every_table_shows_it(mode, synthetic_data, tmp_path: Path):
+    spec = tiny_spec()
+    spec = replace(spec, run=replace(spec.run, latency=mode))
+    study = optuna.create_study(direction="maximize")
+    study.optimize(Objective(spec, synthetic_data, tmp_path / "run", trainer=fake_fit, verbose=False), n_trials=1)
+    trial = study.trials[0]
+    record = TrialRecord.of(trial)
+    rows = list(csv.DictReader(write_trials_csv(study.trials, tmp_path / "trials.csv").open()))
+    note = note_markdown(trial, {**trial.user_attrs, "latency": record.latency}, {})
+    if mode == "none":
+        assert record.latency == {} and record.latency_ms() is None and rows[0]["latency_torch_ms"] == ""
+        assert "latency" not in note
+        return
+    assert record.latency_ms("torch") > 0 and record.latency_ms("onnx") > 0
+    assert record.latency["image_size"] == spec.base.image_size and record.latency["threads"] == spec.base.threads
+    assert float(rows[0]["latency_torch_ms"]) == record.latency_ms("torch")
+    assert float(rows[0]["latency_onnx_ms"]) == record.latency_ms("onnx")
+    assert f"latency: {record.latency_ms('torch'):.1f} ms per frame with PyTorch" in note
+    training = (Path(record.output_dir) / "checkpoint" / "training.json").read_text()
+    assert '"latency"' in training and '"onnx_ms"' in training
+
+
+@pytest.mark.usefixtures("search_cache")
+def test_the_summary_has_a_latency_column_when_trials_were_timed(synthetic_data, tmp_path: Path):
+    spec = tiny_spec()
+
+    class Fake:  # what summary_table reads of a session
+        def __init__(self, study):
+            self.study, self.spec, self.storage_url = study, spec, "sqlite:///x.db"
+
+    study = optuna.create_study(direction="maximize")
+    study.optimize(Objective(spec, synthetic_data, tmp_path / "run", trainer=fake_fit, verbose=False), n_trials=1)
+    record = TrialRecord.of(study.trials[0])
+    table = summary_table(Fake(study))
+    assert "ms/frame torch/onnx" in table and f"{record.latency_ms('torch'):.1f}/–" in table  # tiny_spec: torch only
