@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ from torch import nn
 
 from polyp.checkpoint import build_model_for
 from polyp.config import TrainConfig
-from polyp.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from polyp.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_graph, onnx_session
 from polyp.predict import Predictor
 from polyp.runtime import resolve_device
 
@@ -75,9 +74,10 @@ def median_ms(run: Callable[[], object], warmup: int = WARMUP, repeats: int = RE
 
 
 def torch_latency_ms(model: nn.Module, image_size: int, device: str = "cpu", warmup: int = WARMUP,
-                     repeats: int = REPEATS) -> float:
-    """Milliseconds per frame of `model` on `device` as polyp.predict runs it (one uint8 frame at the input size)."""
-    predictor = Predictor(model, image_size, device=device)
+                     repeats: int = REPEATS, precision: str = "auto") -> float:
+    """Milliseconds per frame of `model` on `device` as polyp.predict runs it (one uint8 frame at the input size;
+    `precision` as its --precision: "auto" is bf16 autocast where the device has it)."""
+    predictor = Predictor(model, image_size, device=device, precision=precision)
     frame = torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8)
     synchronize = torch.cuda.synchronize if predictor.device.type == "cuda" else (lambda: None)
 
@@ -88,19 +88,9 @@ def torch_latency_ms(model: nn.Module, image_size: int, device: str = "cpu", war
     return median_ms(run, warmup, repeats)
 
 
-def onnx_session(path: str | Path, threads: int = 0):
-    """An ONNX Runtime session on the CPU with `threads` intra-op threads (0: ONNX Runtime's default, every core)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_latency_ms(path: str | Path, image_size: int, threads: int = 0, warmup: int = WARMUP,
+def onnx_latency_ms(path: str | Path | bytes, image_size: int, threads: int = 0, warmup: int = WARMUP,
                     repeats: int = REPEATS) -> float:
-    """Milliseconds per frame of the exported graph at `path` with ONNX Runtime on the CPU."""
+    """Milliseconds per frame of the exported graph at `path` (or its bytes) with ONNX Runtime on the CPU."""
     session = onnx_session(path, threads)
     frame = np.zeros((1, 3, image_size, image_size), np.float32)
     return median_ms(lambda: session.run([OUTPUT_NAME], {INPUT_NAME: frame}), warmup, repeats)
@@ -120,12 +110,8 @@ def measure_latency(model: nn.Module, image_size: int, device: str = "cpu", thre
         torch.set_num_threads(previous)
     onnx_ms = None
     if onnx and torch.device(device).type == "cpu":
-        if onnx_path is not None and Path(onnx_path).is_file():
-            onnx_ms = onnx_latency_ms(onnx_path, image_size, threads)
-        else:
-            with tempfile.TemporaryDirectory(prefix="polyp-latency-") as folder:
-                onnx_ms = onnx_latency_ms(export_onnx(model, image_size, Path(folder) / "model.onnx"), image_size,
-                                          threads)
+        graph = onnx_path if onnx_path is not None and Path(onnx_path).is_file() else onnx_graph(model, image_size)
+        onnx_ms = onnx_latency_ms(graph, image_size, threads)
     return Latency(round(torch_ms, 3), None if onnx_ms is None else round(onnx_ms, 3), image_size,
                    torch.device(device).type, threads)
 

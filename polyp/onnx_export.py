@@ -24,6 +24,7 @@ from torch import nn
 from polyp.io import atomic_path
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
+ONNX_FILE = "model.onnx"  # the graph's name in a checkpoint folder (search.export --onnx)
 OPSET = 17
 
 
@@ -45,6 +46,26 @@ def export_onnx(model: nn.Module, image_size: int, path: str | Path) -> Path:
     return Path(path)
 
 
+def onnx_session(graph: str | Path | bytes, threads: int = 0):
+    """An ONNX Runtime session on the CPU for a .onnx file (or its bytes) with `threads` intra-op threads
+    (0: ONNX Runtime's default, every core)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options,
+                                        providers=["CPUExecutionProvider"])
+
+
+def onnx_graph(model: nn.Module, image_size: int) -> bytes:
+    """`model` exported as ONNX (as `export_onnx` writes it), in memory."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="polyp-onnx-") as folder:
+        return export_onnx(model, image_size, Path(folder) / "model.onnx").read_bytes()
+
+
 @torch.no_grad()
 def onnx_max_difference(model: nn.Module, path: str | Path, image_size: int, batch: int = 2, seed: int = 0) -> float:
     """The largest absolute difference between onnxruntime's and PyTorch's logits on a seeded sample input.
@@ -56,10 +77,8 @@ def onnx_max_difference(model: nn.Module, path: str | Path, image_size: int, bat
         batch: images in the sample input (2 also checks the dynamic batch axis).
         seed: seed of the normally distributed sample input.
     """
-    import onnxruntime
-
     sample = torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
     expected = model.cpu().eval()(sample).numpy()
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnx_session(path)
     (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})
     return float(np.abs(actual - expected).max())

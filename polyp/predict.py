@@ -26,8 +26,12 @@ from polyp.gradcam import write_gradcams
 from polyp.images import binary_mask, overlay, write_image
 from polyp.io import make_folder
 from polyp.metrics import dice_iou
+from polyp.onnx_export import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, onnx_graph, onnx_session
 from polyp.runtime import Normalizer, autocast, resolve_device, resolve_precision
 from polyp.tta import TTA_MODES, symmetries
+
+RUNTIMES = ("torch", "onnx")  # --runtime of polyp.predict and polyp.serve
+DEFAULT_RUNTIME = "torch"
 
 
 class Predictor:
@@ -47,9 +51,17 @@ class Predictor:
         self.normalize = Normalizer(self.device, channels_last=channels_last, mean=mean, std=std)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, device: str = "cpu", precision: str = "auto") -> tuple[Predictor, CheckpointInfo]:
-        """Loads a checkpoint folder (JSON + safetensors only)."""
+    def from_folder(cls, folder: str | Path, device: str = "cpu", precision: str = "auto",
+                    runtime: str = "torch") -> tuple[Predictor, CheckpointInfo]:
+        """Loads a checkpoint folder (JSON + safetensors only); `runtime="onnx"` predicts with ONNX Runtime on the
+        CPU (`OnnxPredictor`: the folder's model.onnx, or the model exported in memory when it has none)."""
+        if runtime not in RUNTIMES:
+            raise PolypError(f"--runtime: {runtime!r} is not one of {', '.join(RUNTIMES)}")
+        if runtime == "onnx" and resolve_device(device).type != "cpu":
+            raise PolypError(f"--runtime onnx runs on the CPU, not on {device}: use --runtime torch with --device {device}")
         model, info = load_checkpoint(folder)
+        if runtime == "onnx":
+            return OnnxPredictor(model, info.image_size, info.mean, info.std, Path(folder) / ONNX_FILE), info
         return cls(model, info.image_size, info.mean, info.std, device, precision), info
 
     def resized(self, images: list[np.ndarray]) -> torch.Tensor:
@@ -85,6 +97,26 @@ class Predictor:
     def _probabilities(self, images: list[np.ndarray]) -> list[np.ndarray]:
         probs = torch.sigmoid(self.logits(self.resized(images)))[:, 0].cpu().numpy()
         return [cv2.resize(p, (im.shape[1], im.shape[0]), interpolation=cv2.INTER_LINEAR) for p, im in zip(probs, images, strict=True)]
+
+
+class OnnxPredictor(Predictor):
+    """A Predictor whose forward pass is the exported ONNX graph run by ONNX Runtime on the CPU, with the same
+    pre-processing (resize, the checkpoint's mean and std); the PyTorch model stays for Grad-CAM."""
+
+    def __init__(self, model: nn.Module, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 graph: str | Path | None = None, threads: int = 0):
+        """`graph`: a .onnx file of `model` (as `search.export --onnx` writes it); None or a missing file: `model`
+        is exported in memory."""
+        super().__init__(model, image_size, mean, std, "cpu", precision="fp32", channels_last=False)
+        found = graph is not None and Path(graph).is_file()
+        self.graph = str(graph) if found else "exported in memory"
+        self.session = onnx_session(graph if found else onnx_graph(model, image_size), threads)
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """float32 logits (N,1,S,S) of a uint8 batch already at the input size, from ONNX Runtime."""
+        inputs = np.ascontiguousarray(self.normalize(batch).numpy(), dtype=np.float32)
+        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: inputs})
+        return torch.from_numpy(logits)
 
 
 def _inputs(path: Path) -> list[Path]:
@@ -170,12 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradcam", action="store_true", help="also write <stem>_gradcam.png heat maps")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="auto: bf16 autocast where the device supports it (as in training), else float32")
+    parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
+                        help=f"torch, or onnx: ONNX Runtime on the CPU (the folder's model.onnx, else exported in "
+                        f"memory); default {DEFAULT_RUNTIME}")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--tta", default="none", choices=TTA_MODES,
                         help="test-time augmentation: none, flip (3 passes) or d4 (8 flips and rotations)")
     args = parser.parse_args(argv)
     try:
-        predictor, _ = Predictor.from_folder(args.model, args.device, args.precision)
+        predictor, _ = Predictor.from_folder(args.model, args.device, args.precision, args.runtime)
         inputs = _inputs(Path(args.input))
         convention = truth_convention(Path(args.masks), inputs) if args.masks else None
         out = make_folder(args.out, "--out")

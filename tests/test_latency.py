@@ -6,6 +6,7 @@ import csv
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -103,3 +104,57 @@ def test_the_summary_has_a_latency_column_when_trials_were_timed(synthetic_data,
     record = TrialRecord.of(study.trials[0])
     table = summary_table(Fake(study))
     assert "ms/frame torch/onnx" in table and f"{record.latency_ms('torch'):.1f}/–" in table  # tiny_spec: torch only
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    """An untrained LinkNet checkpoint folder with its model.onnx beside it, as search.export --onnx writes it."""
+    from polyp.checkpoint import save_checkpoint
+    from polyp.onnx_export import ONNX_FILE, export_onnx
+
+    cfg = parse_config(TINY)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    folder = save_checkpoint(model, cfg, tmp_path_factory.mktemp("model") / "export")
+    export_onnx(model, cfg.image_size, folder / ONNX_FILE)
+    return folder
+
+
+@pytest.mark.parametrize("with_graph", [True, False])
+def test_onnx_runtime_predicts_as_pytorch_does_with_the_folders_graph_or_one_exported_in_memory(exported, with_graph,
+                                                                                                tmp_path):
+    import shutil
+
+    from polyp.data.synthetic import make_sample
+    from polyp.predict import OnnxPredictor, Predictor
+
+    folder = exported
+    if not with_graph:
+        folder = tmp_path / "no-graph"
+        shutil.copytree(exported, folder, ignore=shutil.ignore_patterns("model.onnx"))
+    onnx, _ = Predictor.from_folder(folder, runtime="onnx")
+    plain, _ = Predictor.from_folder(folder, precision="fp32")
+    assert isinstance(onnx, OnnxPredictor) and onnx.graph == (str(folder / "model.onnx") if with_graph else
+                                                              "exported in memory")
+    images = [make_sample(seed=seed, size=size)[0] for seed, size in ((1, 40), (2, 57))]
+    for ours, theirs in zip(onnx.probabilities(images, tta="flip"), plain.probabilities(images, tta="flip"), strict=True):
+        assert ours.shape == theirs.shape and np.abs(ours - theirs).max() < 1e-4
+
+
+def test_polyp_predict_and_serve_take_the_runtime_and_refuse_onnx_on_a_gpu(exported, tmp_path, capsys):
+    import polyp.predict
+    from polyp.data import write_synthetic
+    from polyp.errors import PolypError
+    from polyp.predict import Predictor
+
+    photos = write_synthetic(tmp_path / "photos", count=2, size=40)
+    assert polyp.predict.main(["--model", str(exported), "--input", str(photos / "images"), "--out", str(tmp_path / "a"),
+                               "--runtime", "onnx", "--gradcam"]) == 0  # Grad-CAM uses the PyTorch model beside it
+    assert sorted(p.name for p in (tmp_path / "a").iterdir())[:3] == [
+        "synth_0000_gradcam.png", "synth_0000_mask.png", "synth_0000_overlay.png"]
+    with pytest.raises(PolypError, match="cuda"):
+        Predictor.from_folder(exported, device="cuda", runtime="onnx")
+    with pytest.raises(SystemExit):
+        polyp.predict.main(["--model", str(exported), "--input", str(photos), "--out", str(tmp_path / "b"),
+                            "--runtime", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err

@@ -103,6 +103,16 @@ def test_predict_an_example_by_id_with_gradcam(client):
     assert decoded_png(answer["gradcam_png_base64"], cv2.IMREAD_COLOR).shape == (64, 64, 3)
 
 
+def test_the_app_serves_with_onnx_runtime_as_it_does_with_pytorch(served, client):
+    predictor, info = Predictor.from_folder(served["root"] / "model", runtime="onnx")
+    onnx_client = TestClient(create_app(predictor, info, list_examples(served["root"] / "data")))
+    ours = onnx_client.post("/predict", params={"example": 2, "gradcam": "true"}).json()
+    theirs = client.post("/predict", params={"example": 2}).json()
+    assert ours["inference_ms"] > 0 and decoded_png(ours["gradcam_png_base64"], cv2.IMREAD_COLOR).shape == (64, 64, 3)
+    mask, expected = decoded_png(ours["mask_png_base64"]), decoded_png(theirs["mask_png_base64"])
+    assert mask.shape == expected.shape and (mask != expected).mean() < 0.01  # bf16 PyTorch against float32 ONNX
+
+
 @pytest.mark.parametrize("name, data, status", [
     ("empty", b"", 400),
     ("truncated PNG", encoded("png")[:60], 400),

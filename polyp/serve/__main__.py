@@ -10,7 +10,7 @@ import uvicorn
 
 from polyp.data import resolve_data_dir
 from polyp.errors import PolypError
-from polyp.predict import Predictor
+from polyp.predict import DEFAULT_RUNTIME, RUNTIMES, Predictor
 from polyp.serve.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
 from polyp.serve.examples import MAX_EXAMPLES, list_examples
 
@@ -35,13 +35,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
                         help="largest accepted upload in MiB (default 10)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
+                        help=f"torch, or onnx: ONNX Runtime on the CPU (the folder's model.onnx, else exported in "
+                        f"memory); default {DEFAULT_RUNTIME}")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        predictor, info = Predictor.from_folder(args.model, args.device)
+        predictor, info = Predictor.from_folder(args.model, args.device, runtime=args.runtime)
         examples = list_examples(resolve_data_dir(args.examples) if args.examples else None)
     except PolypError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     if not _is_loopback(args.host):
         print(f"note: listening on {args.host}, reachable from other machines; the page has no login", file=sys.stderr)
     app = create_app(predictor, info, examples, max_upload_bytes=int(args.max_upload_mb * 2**20))
-    print(f"model {info.config.arch}/{info.config.encoder} at {info.image_size} px, {len(examples)} example(s); "
+    print(f"model {info.config.arch}/{info.config.encoder} at {info.image_size} px ({args.runtime}), "
+          f"{len(examples)} example(s); "
           f"open http://{f'[{args.host}]' if ':' in args.host else args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port)
     return 0

@@ -21,6 +21,7 @@ from polyp.io import write_json
 from polyp.latency import Latency, measure_latency
 from polyp.models import input_normalization
 from polyp.models.ensemble import MEMBER_PREFIX
+from polyp.onnx_export import ONNX_FILE
 from polyp.train import fit
 from search.engine.artifacts import checkpoint_folder
 from search.engine.outputs import trial_dir
@@ -31,7 +32,6 @@ from search.results.split_scores import score_test_split
 from search.study.errors import CommandLineError, StudyError
 from search.study.space import suggest
 
-ONNX_FILE = "model.onnx"
 ONNX_TOLERANCE = 1e-3  # largest |onnxruntime - PyTorch| logit difference accepted
 EXPORT_FILES = {CONFIG_FILE, WEIGHTS_FILE, TRAINING_FILE, ONNX_FILE}
 
