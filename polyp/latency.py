@@ -14,9 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,9 +26,7 @@ from polyp.config import TrainConfig
 from polyp.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_graph, onnx_session
 from polyp.predict import Predictor
 from polyp.runtime import resolve_device
-
-WARMUP = 3  # untimed runs first: allocation, oneDNN's kernel choice, CUDA's lazy start
-REPEATS = 15  # timed runs; the median counts
+from polyp.timing import REPEATS, WARMUP, median_ms
 
 
 @dataclass(frozen=True)
@@ -59,18 +54,6 @@ class Latency:
         threads = {0: "every core", 1: "1 thread"}.get(self.threads, f"{self.threads} threads")
         return (f"{self.torch_ms:.1f} ms per frame with PyTorch{onnx} ({self.image_size} px, batch 1, {self.device}, "
                 f"{threads})")
-
-
-def median_ms(run: Callable[[], object], warmup: int = WARMUP, repeats: int = REPEATS) -> float:
-    """The median milliseconds of `repeats` timed calls of `run`, after `warmup` untimed ones."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
 
 
 def torch_latency_ms(model: nn.Module, image_size: int, device: str = "cpu", warmup: int = WARMUP,

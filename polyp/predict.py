@@ -28,10 +28,12 @@ from polyp.io import make_folder
 from polyp.metrics import dice_iou
 from polyp.onnx_export import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, onnx_graph, onnx_session
 from polyp.runtime import Normalizer, autocast, resolve_device, resolve_precision
+from polyp.timing import median_ms
 from polyp.tta import TTA_MODES, symmetries
 
-RUNTIMES = ("torch", "onnx")  # --runtime of polyp.predict and polyp.serve
-DEFAULT_RUNTIME = "torch"
+RUNTIMES = ("auto", "torch", "onnx")  # --runtime of polyp.predict and polyp.serve
+DEFAULT_RUNTIME = "auto"  # neither is faster for every model on a CPU (benchmarks/runtime.py): time both, keep the faster
+CHOICE_RUNS = 5  # timed frames per runtime when "auto" chooses (after 2 untimed ones)
 
 
 class Predictor:
@@ -40,6 +42,9 @@ class Predictor:
     Like the trainer, it runs channels-last with bf16 autocast where the device supports it
     (`precision="auto"`); `precision="fp32", channels_last=False` is the plain float32 forward pass.
     """
+
+    runtime = "torch"
+    runtime_note = ""  # why this runtime, when from_folder's "auto" chose it
 
     def __init__(self, model: nn.Module, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, device: str = "cpu",
                  precision: str = "auto", channels_last: bool = True):
@@ -53,16 +58,34 @@ class Predictor:
     @classmethod
     def from_folder(cls, folder: str | Path, device: str = "cpu", precision: str = "auto",
                     runtime: str = "torch") -> tuple[Predictor, CheckpointInfo]:
-        """Loads a checkpoint folder (JSON + safetensors only); `runtime="onnx"` predicts with ONNX Runtime on the
-        CPU (`OnnxPredictor`: the folder's model.onnx, or the model exported in memory when it has none)."""
+        """Loads a checkpoint folder (JSON + safetensors only).
+
+        `runtime`: "torch"; "onnx", ONNX Runtime on the CPU (`OnnxPredictor`: the folder's model.onnx, or the
+        model exported in memory when it has none); "auto", on the CPU both timed on a frame at the input size
+        and the faster kept (`runtime_note` says which and why), elsewhere "torch".
+        """
         if runtime not in RUNTIMES:
             raise PolypError(f"--runtime: {runtime!r} is not one of {', '.join(RUNTIMES)}")
-        if runtime == "onnx" and resolve_device(device).type != "cpu":
+        on_cpu = resolve_device(device).type == "cpu"
+        if runtime == "onnx" and not on_cpu:
             raise PolypError(f"--runtime onnx runs on the CPU, not on {device}: use --runtime torch with --device {device}")
         model, info = load_checkpoint(folder)
+        plain = cls(model, info.image_size, info.mean, info.std, device, precision)
+        if runtime == "torch" or (runtime == "auto" and not on_cpu):
+            return plain, info
+        onnx = OnnxPredictor(model, info.image_size, info.mean, info.std, Path(folder) / ONNX_FILE)
         if runtime == "onnx":
-            return OnnxPredictor(model, info.image_size, info.mean, info.std, Path(folder) / ONNX_FILE), info
-        return cls(model, info.image_size, info.mean, info.std, device, precision), info
+            return onnx, info
+        times = {name: predictor.frame_ms() for name, predictor in (("torch", plain), ("onnx", onnx))}
+        chosen = onnx if times["onnx"] < times["torch"] else plain
+        chosen.runtime_note = (f"runtime {chosen.runtime} (--runtime auto: {times['torch']:.1f} ms per frame with "
+                               f"PyTorch, {times['onnx']:.1f} ms with ONNX Runtime on this machine)")
+        return chosen, info
+
+    def frame_ms(self, runs: int = CHOICE_RUNS) -> float:
+        """Median milliseconds of one frame (batch 1) at the input size."""
+        frame = torch.zeros(1, 3, self.image_size, self.image_size, dtype=torch.uint8)
+        return median_ms(lambda: self.logits(frame), warmup=2, repeats=runs)
 
     def resized(self, images: list[np.ndarray]) -> torch.Tensor:
         """uint8 batch (N,3,S,S) of RGB uint8 images resized to the model's input size."""
@@ -102,6 +125,8 @@ class Predictor:
 class OnnxPredictor(Predictor):
     """A Predictor whose forward pass is the exported ONNX graph run by ONNX Runtime on the CPU, with the same
     pre-processing (resize, the checkpoint's mean and std); the PyTorch model stays for Grad-CAM."""
+
+    runtime = "onnx"
 
     def __init__(self, model: nn.Module, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                  graph: str | Path | None = None, threads: int = 0):
@@ -203,14 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="auto: bf16 autocast where the device supports it (as in training), else float32")
     parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
-                        help=f"torch, or onnx: ONNX Runtime on the CPU (the folder's model.onnx, else exported in "
-                        f"memory); default {DEFAULT_RUNTIME}")
+                        help=f"torch; onnx: ONNX Runtime on the CPU (the folder's model.onnx, else exported in "
+                        f"memory); auto: on the CPU both timed on one frame, the faster kept (default {DEFAULT_RUNTIME})")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--tta", default="none", choices=TTA_MODES,
                         help="test-time augmentation: none, flip (3 passes) or d4 (8 flips and rotations)")
     args = parser.parse_args(argv)
     try:
         predictor, _ = Predictor.from_folder(args.model, args.device, args.precision, args.runtime)
+        if predictor.runtime_note:
+            print(predictor.runtime_note)
         inputs = _inputs(Path(args.input))
         convention = truth_convention(Path(args.masks), inputs) if args.masks else None
         out = make_folder(args.out, "--out")

@@ -12,9 +12,10 @@ import pytest
 import torch
 from search_fixtures import search_cache, tiny_spec  # noqa: F401
 
-import polyp.latency
+import polyp.timing
 from polyp.config import parse_config
-from polyp.latency import Latency, config_latency, measure_latency, median_ms
+from polyp.latency import Latency, config_latency, measure_latency
+from polyp.timing import median_ms
 from polyp.models import build_model
 from search.engine.notes import note_markdown
 from search.engine.objective import Objective
@@ -36,7 +37,7 @@ def test_the_median_of_the_timed_runs_counts_and_the_warm_up_is_not_timed(monkey
     def run():
         now[0] += next(durations)
 
-    monkeypatch.setattr(polyp.latency.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(polyp.timing.time, "perf_counter", lambda: now[0])
     assert median_ms(run, warmup=2, repeats=3) == pytest.approx(2.0)
 
 
@@ -158,3 +159,22 @@ def test_polyp_predict_and_serve_take_the_runtime_and_refuse_onnx_on_a_gpu(expor
         polyp.predict.main(["--model", str(exported), "--input", str(photos), "--out", str(tmp_path / "b"),
                             "--runtime", "tensorrt"])
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
+def test_auto_keeps_the_runtime_that_is_faster_here_and_says_so(exported, monkeypatch):
+    from polyp.predict import OnnxPredictor, Predictor
+
+    for slower in ("onnx", "torch"):
+        def frame_ms(self, runs=5, slower=slower):
+            return 10.0 if self.runtime == slower else 5.0
+
+        monkeypatch.setattr(Predictor, "frame_ms", frame_ms)
+        predictor, _ = Predictor.from_folder(exported, runtime="auto")
+        faster = "torch" if slower == "onnx" else "onnx"
+        assert predictor.runtime == faster and isinstance(predictor, OnnxPredictor) == (faster == "onnx")
+        torch_ms, onnx_ms = (5.0, 10.0) if faster == "torch" else (10.0, 5.0)
+        assert predictor.runtime_note == (f"runtime {faster} (--runtime auto: {torch_ms:.1f} ms per frame with PyTorch, "
+                                          f"{onnx_ms:.1f} ms with ONNX Runtime on this machine)")
+    monkeypatch.undo()
+    predictor, _ = Predictor.from_folder(exported, runtime="auto")  # really timed: either, with its figures
+    assert predictor.runtime in ("torch", "onnx") and "ms with ONNX Runtime on this machine" in predictor.runtime_note

@@ -36,8 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="largest accepted upload in MiB (default 10)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
-                        help=f"torch, or onnx: ONNX Runtime on the CPU (the folder's model.onnx, else exported in "
-                        f"memory); default {DEFAULT_RUNTIME}")
+                        help=f"torch; onnx: ONNX Runtime on the CPU (the folder's model.onnx, else exported in "
+                        f"memory); auto: on the CPU both timed on one frame, the faster kept (default {DEFAULT_RUNTIME})")
     return parser.parse_args(argv)
 
 
@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if not _is_loopback(args.host):
         print(f"note: listening on {args.host}, reachable from other machines; the page has no login", file=sys.stderr)
     app = create_app(predictor, info, examples, max_upload_bytes=int(args.max_upload_mb * 2**20))
-    print(f"model {info.config.arch}/{info.config.encoder} at {info.image_size} px ({args.runtime}), "
+    if predictor.runtime_note:
+        print(predictor.runtime_note)
+    print(f"model {info.config.arch}/{info.config.encoder} at {info.image_size} px ({predictor.runtime}), "
           f"{len(examples)} example(s); "
           f"open http://{f'[{args.host}]' if ':' in args.host else args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port)
