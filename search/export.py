@@ -27,6 +27,7 @@ from search.results.checkpoint_export import (
     ONNX_TOLERANCE,
     check_destination,
     export_trial,
+    fastest_enough,
     pick_trial,
     record_export_latency,
     write_onnx,
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="with --retrain: epochs (default: the trial's)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="with --retrain: device (default: the trial's)")
     parser.add_argument("--onnx", action="store_true", help="also write model.onnx, checked with onnxruntime")
+    parser.add_argument("--max-latency-ms", type=float,
+                        help="export the best complete trial whose model runs within this many ms per frame "
+                        "(its faster runtime, as the trial was timed)")
     parser.add_argument("--ensemble", nargs="?", const="winner", choices=ENSEMBLE_KINDS,
                         help="a refit study (NAME.refit): export several runs as one model that averages their "
                         "probabilities: 'winner' (the default) every run (seed, fold) of the winning configuration, "
@@ -58,13 +62,22 @@ def main(argv: list[str] | None = None) -> int:
         check_destination(out, session.run_dir)
         if args.ensemble:
             ignored = [flag for flag, given in (("--trial", args.trial is not None), ("--retrain", args.retrain),
+                                                ("--max-latency-ms", args.max_latency_ms is not None),
                                                 ("--epochs", args.epochs is not None),
                                                 ("--device", args.device is not None)) if given]
             if ignored:
                 return fail(f"--ensemble exports refit runs as they are: {', '.join(ignored)} cannot go with it")
             return _ensemble_main(session, out, args.onnx, args.ensemble)
-        trial = pick_trial(session.study, args.trial) if args.trial is not None else (
-            best_winner_run(session) or pick_trial(session.study, None))
+        if args.trial is not None and args.max_latency_ms is not None:
+            return fail("--trial names the trial; --max-latency-ms picks one: give one of them")
+        if args.max_latency_ms is not None and args.max_latency_ms <= 0:
+            return fail(f"--max-latency-ms: {args.max_latency_ms:g} must be above 0")
+        if args.trial is not None:
+            trial = pick_trial(session.study, args.trial)
+        elif args.max_latency_ms is not None:
+            trial = fastest_enough(session.study, args.max_latency_ms)
+        else:
+            trial = best_winner_run(session) or pick_trial(session.study, None)
         model, cfg, facts = export_trial(session, trial, out, args.retrain, overrides)
         load_checkpoint(out)  # what polyp.predict will do: fail here, not there
         difference = write_onnx(model, out, cfg.image_size) if args.onnx else None

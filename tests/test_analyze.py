@@ -35,7 +35,7 @@ def test_the_report_holds_every_file_and_the_index_links_them(report, study):
     assert report["code"] == 0
     folder = report["folder"]
     best, second = sorted(study.numbers(TrialState.COMPLETE), key=lambda n: -_value(folder, n))[:2]
-    expected = ["trials.csv", "loss_curves.html", "loss_curves.png", *OPTUNA_PLOTS,
+    expected = ["trials.csv", "loss_curves.html", "loss_curves.png", "speed_front.html", "speed_front.png", *OPTUNA_PLOTS,
                 f"predictions-trial-{best}.png", f"predictions-trial-{second}.png", f"gradcam-trial-{best}.png"]
     index = (folder / "index.html").read_text()
     for name in expected:
@@ -43,6 +43,7 @@ def test_the_report_holds_every_file_and_the_index_links_them(report, study):
         assert f'href="{name}"' in index, name
     assert (folder / "plotly.min.js").is_file()  # the HTML plots work offline
     assert "Top 2 trials" in index and f"../trial-{best}/" in index
+    assert "<th>ms/frame PyTorch</th>" in index and "Accuracy against speed" in index  # the fake study's trials were timed
     assert f"report: {folder / 'index.html'}" in report["stdout"]
     assert f"Trial {best} on the test split, as polyp.evaluate scores it" in index
     assert re.search(rf"trial {best} on the test split at the images' own sizes \(\d+ images\): mDice 0\.\d{{4}}",
@@ -58,7 +59,8 @@ def test_trials_csv_has_one_row_per_trial_with_params_and_metrics(report, study)
     rows = list(csv.DictReader((report["folder"] / "trials.csv").open()))
     assert [int(r["number"]) for r in rows] == sorted(study.states)
     assert {r["state"] for r in rows} == {"COMPLETE", "PRUNED"}
-    for column in ("value", "param_lr", "param_loss", "epochs", "test_mdice", "test_miou", "parameters", "seconds"):
+    for column in ("value", "param_lr", "param_loss", "epochs", "test_mdice", "test_miou", "parameters", "latency_torch_ms",
+                   "seconds"):
         assert column in rows[0], column
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     assert all(0 < float(r["test_mdice"]) < 1 and int(r["epochs"]) == 3 for r in complete)

@@ -15,8 +15,8 @@ from search_fixtures import search_cache, tiny_spec  # noqa: F401
 import polyp.timing
 from polyp.config import parse_config
 from polyp.latency import Latency, config_latency, measure_latency
-from polyp.timing import median_ms
 from polyp.models import build_model
+from polyp.timing import median_ms
 from search.engine.notes import note_markdown
 from search.engine.objective import Objective
 from search.engine.record import TrialRecord
@@ -178,3 +178,71 @@ def test_auto_keeps_the_runtime_that_is_faster_here_and_says_so(exported, monkey
     monkeypatch.undo()
     predictor, _ = Predictor.from_folder(exported, runtime="auto")  # really timed: either, with its figures
     assert predictor.runtime in ("torch", "onnx") and "ms with ONNX Runtime on this machine" in predictor.runtime_note
+
+
+def test_a_latency_limit_must_be_positive_and_needs_the_trials_timed():
+    with pytest.raises(StudyError, match=r"\[run\].max_latency_ms: -1 is negative"):
+        parse_study({"study": {"name": "x"}, "run": {"max_latency_ms": -1}}, "x", "x.toml: ")
+    with pytest.raises(StudyError, match=r"\[run\].max_latency_ms: needs the trials timed"):
+        parse_study({"study": {"name": "x"}, "run": {"max_latency_ms": 33, "latency": "none"}}, "x", "x.toml: ")
+    assert parse_study({"study": {"name": "x"}, "run": {"max_latency_ms": 33}}, "x", "x.toml: ").run.max_latency_ms == 33
+
+
+def _never_trains(cfg, data, reporter=None, **kwargs):
+    raise AssertionError("a model over the latency limit was trained")
+
+
+@pytest.mark.usefixtures("search_cache")
+def test_a_model_over_the_limit_is_pruned_before_it_trains_and_an_unreachable_limit_is_said(synthetic_data, tmp_path,
+                                                                                             capsys):
+    from search.engine.trial_loop import trial_line
+
+    spec = tiny_spec()
+    spec = replace(spec, run=replace(spec.run, max_latency_ms=0.001, startup_trials=3))
+    study = optuna.create_study(direction="maximize")
+    study.optimize(Objective(spec, synthetic_data, tmp_path / "run", trainer=_never_trains, verbose=False), n_trials=4)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 4
+    record = TrialRecord.of(study.trials[0])
+    assert record.status == "too_slow" and record.reason == (
+        f"{record.fastest_ms:.1f} ms per frame is over max_latency_ms 0.001: not trained")
+    assert "pruned before training: " in trial_line(study, study.trials[0])
+    said = capsys.readouterr().err
+    assert said.count("note: none of the 3 models timed so far runs within max_latency_ms 0.001") == 1, said
+
+    generous = replace(spec, run=replace(spec.run, max_latency_ms=1e6))
+    study = optuna.create_study(direction="maximize")
+    study.optimize(Objective(generous, synthetic_data, tmp_path / "run2", trainer=fake_fit, verbose=False), n_trials=1)
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+
+
+@pytest.mark.usefixtures("search_cache")
+def test_the_latency_limit_is_each_trials_optuna_constraint(synthetic_data, tmp_path):
+    spec = tiny_spec()
+    for limit, over in ((1e6, False), (0.001, True)):
+        limited = replace(spec, run=replace(spec.run, max_latency_ms=limit))
+        study = optuna.create_study(direction="maximize")
+        study.optimize(Objective(limited, synthetic_data, tmp_path / "run", trainer=fake_fit, verbose=False), n_trials=1)
+        trial = study.trials[0]
+        assert trial.constraints == {"latency_ms": pytest.approx(TrialRecord.of(trial).fastest_ms - limit)}
+        assert (trial.constraints["latency_ms"] > 0) == over
+
+
+def test_the_pareto_front_keeps_the_trials_nothing_beats_on_both():
+    from search.results.report.speed import SpeedPoint, pareto_front
+
+    points = [SpeedPoint(n, value, ms, "onnx", "") for n, value, ms in
+              ((0, 0.80, 10.0), (1, 0.85, 20.0), (2, 0.84, 25.0), (3, 0.90, 40.0), (4, 0.79, 12.0), (5, 0.85, 20.0))]
+    assert [p.number for p in pareto_front(points)] == [0, 1, 3]
+
+
+def test_export_with_a_latency_limit_takes_the_best_model_within_it():
+    from search.results.checkpoint_export import fastest_enough
+
+    study = optuna.create_study(direction="maximize")
+    for value, ms in ((0.90, 50.0), (0.85, 30.0), (0.80, 10.0)):
+        trial = study.ask()
+        trial.set_user_attr("latency", {"torch_ms": ms, "onnx_ms": None})
+        study.tell(trial, value)
+    assert fastest_enough(study, 33).number == 1 and fastest_enough(study, 100).number == 0
+    with pytest.raises(StudyError, match="no complete trial .* runs within it; the fastest is trial 2 at 10.0 ms"):
+        fastest_enough(study, 5)

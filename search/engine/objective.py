@@ -3,6 +3,7 @@ objective (the validation mDice unless external validation sets are scored; poly
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,14 +19,17 @@ from polyp.train import PrintReporter, Reporters, TrainResult, fit
 from search.engine.artifacts import open_artifact_store
 from search.engine.outputs import trial_dir, upload_files, write_trial_files
 from search.engine.record import (
+    TrialRecord,
     csv_values,
     record_config,
     record_failure,
     record_latency,
+    record_latency_constraint,
     record_outputs,
     record_overhead,
     record_result,
     record_start,
+    record_too_slow,
     refit_values,
 )
 from search.engine.storage import first_heartbeat, retried_trial_number
@@ -79,6 +83,7 @@ class Objective:
     artifacts: object = None  # the artifact store (search.engine.artifacts); None: the run folder's
     verbose: bool = True
     data_for: Callable[[optuna.trial.Trial], PolypData] | None = None
+    _warned: bool = field(default=False, init=False, repr=False)  # the unreachable latency limit was said
 
     def config_for(self, trial: optuna.trial.Trial) -> TrainConfig:
         """The trial's config: sampled, then a replayed CSV row's (or a refit run's) values, then the command
@@ -94,6 +99,30 @@ class Objective:
         trains, since the weights do not change the time."""
         mode = self.spec.run.latency
         return {} if mode == "none" else config_latency(cfg, onnx=mode == "onnx").to_dict()
+
+    def stop_if_too_slow(self, trial: optuna.trial.Trial, latency: Latency) -> None:
+        """With `[run].max_latency_ms`: records how far the model's faster runtime is over it as Optuna's constraint,
+        prunes the trial before it trains when it is over, and says so once when none of the first trials'
+        models met the limit."""
+        limit = self.spec.run.max_latency_ms
+        if not limit:
+            return
+        record_latency_constraint(trial, latency.fastest_ms - limit)
+        if latency.fastest_ms <= limit:
+            return
+        reason = f"{latency.fastest_ms:.1f} ms per frame is over max_latency_ms {limit:g}: not trained"
+        record_too_slow(trial, reason)
+        timed = [record for t in trial.study.get_trials(deepcopy=False)
+                 if (record := TrialRecord.of(t)).fastest_ms is not None]
+        if len(timed) >= max(3, self.spec.run.startup_trials) and not self._warned and all(
+                record.fastest_ms > limit for record in timed):
+            fastest = min(timed, key=lambda record: record.fastest_ms)
+            print(f"note: none of the {len(timed)} models timed so far runs within max_latency_ms {limit:g} (the "
+                  f"fastest: {fastest.fastest_ms:.1f} ms, trial {fastest.number}, {fastest.describe()}); the limit "
+                  "may be out of this space's reach: raise it, or search smaller image sizes or lighter models",
+                  file=sys.stderr, flush=True)
+            self._warned = True
+        raise optuna.TrialPruned(reason)
 
     def __call__(self, trial: optuna.trial.Trial) -> float:
         started = time.perf_counter()
@@ -119,6 +148,7 @@ class Objective:
             record_latency(trial, latency)
             if self.verbose:
                 print(f"  trial {trial.number} latency: {Latency(**latency).describe()}", flush=True)
+            self.stop_if_too_slow(trial, Latency(**latency))
         reporter = OptunaReporter(trial, cfg.epochs)
         printer = PrintReporter(f"  trial {trial.number} ", cfg.epochs) if self.verbose else None
         data = self.data_for(trial) if self.data_for is not None else self.data

@@ -9,7 +9,8 @@ Keys (user attribute: what it holds):
     worker: "host:pid" of the worker that ran the trial.
     retry_of: the number of the trial this one repeats after that trial's worker died.
     config: the TrainConfig trained, as `TrainConfig.to_dict()`.
-    status: how training ended ("completed", "early_stopped", "stopped", "diverged").
+    status: how training ended ("completed", "early_stopped", "stopped", "diverged"; "too_slow": not trained, its
+        model is over the study's max_latency_ms).
     reason: why training ended early ("" when it did not).
     epochs_run: epochs trained.
     best_epoch: the epoch whose weights were kept (0: none finished).
@@ -125,6 +126,13 @@ class TrialRecord:
         """Milliseconds per frame with `runtime` ("torch" or "onnx"), None where it was not timed."""
         return self.latency.get(f"{runtime}_ms")
 
+    @property
+    def fastest_ms(self) -> float | None:
+        """Milliseconds per frame of the faster runtime (what `polyp.predict --runtime auto` keeps), None when
+        the trial was not timed."""
+        times = [ms for ms in (self.latency_ms("torch"), self.latency_ms("onnx")) if ms is not None]
+        return min(times) if times else None
+
     def describe(self, keys: tuple[str, ...] = KEY_SETTINGS) -> str:
         """A short "key=value" list of the trial's settings, e.g. "arch=linknet lr=1.00e-03"."""
         return " ".join(f"{key}={format_setting(self.settings[key])}" for key in keys if key in self.settings)
@@ -166,6 +174,18 @@ def record_config(trial: optuna.trial.Trial, config: TrainConfig) -> None:
 def record_latency(trial: optuna.trial.Trial, latency: dict[str, Any]) -> None:
     """The model's inference time per frame (`polyp.latency.Latency.to_dict()`)."""
     trial.set_user_attr("latency", latency)
+
+
+def record_latency_constraint(trial: optuna.trial.Trial, over_ms: float) -> None:
+    """How far the model is over the study's latency limit (<= 0: within it), as Optuna's constraint
+    "latency_ms", which TPE and GP learn from."""
+    trial.set_constraint("latency_ms", over_ms)
+
+
+def record_too_slow(trial: optuna.trial.Trial, reason: str) -> None:
+    """A trial stopped before training because its model is slower than the study's latency limit."""
+    trial.set_user_attr("status", "too_slow")
+    trial.set_user_attr("reason", reason)
 
 
 def record_result(trial: optuna.trial.Trial, result: TrainResult) -> dict[str, Any]:

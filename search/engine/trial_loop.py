@@ -43,6 +43,8 @@ def trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
     if record.state == TrialState.PRUNED and record.intermediate:
         last = max(record.intermediate)
         value = f"pruned at epoch {last} ({record.intermediate[last]:.4f})"
+    elif record.state == TrialState.PRUNED and record.status == "too_slow":
+        value = f"pruned before training: {record.reason}"
     try:
         best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
     except ValueError:

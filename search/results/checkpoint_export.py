@@ -40,6 +40,22 @@ class NoCheckpoint(StudyError):
     """The trial to export kept no checkpoint and --retrain was not given."""
 
 
+def fastest_enough(study: optuna.Study, limit: float) -> FrozenTrial:
+    """The complete trial with the highest value whose model runs within `limit` ms per frame (its faster
+    runtime, as the trial was timed); a StudyError that gives the fastest one when none does."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    timed = [(t, ms) for t in complete if (ms := TrialRecord.of(t).fastest_ms) is not None]
+    within = [t for t, ms in timed if ms <= limit]
+    if within:
+        return max(within, key=lambda t: t.value)
+    if not timed:
+        raise StudyError(f"--max-latency-ms: none of the {len(complete)} complete trials of study {study.study_name} "
+                         "was timed (studies run before latency was measured, or with latency = \"none\")")
+    fastest, ms = min(timed, key=lambda pair: pair[1])
+    raise StudyError(f"--max-latency-ms {limit:g}: no complete trial of study {study.study_name} runs within it; the "
+                     f"fastest is trial {fastest.number} at {ms:.1f} ms per frame")
+
+
 def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     """Trial `number`, or the complete trial with the highest value."""
     trials = study.get_trials(deepcopy=False)

@@ -71,6 +71,7 @@ class RunSettings:
     seed: int = 0  # sampler and split seed
     synthetic_count: int = 96  # images generated when data = "synthetic"
     latency: str = "onnx"  # each trial's ms per frame: onnx (PyTorch and, on the CPU, ONNX Runtime) | torch | none
+    max_latency_ms: float = 0.0  # a model slower than this per frame (its faster runtime) is pruned before it trains; 0 = no limit
 
     def sources(self) -> list[DataSource]:
         """The training sets (`polyp.data.training_sources`)."""
@@ -237,6 +238,10 @@ def _run_settings(table: dict, where: str) -> RunSettings:
         raise StudyError(f"{where}[run].sampler/pruner: {problem}")
     if settings.latency not in LATENCY_MODES:
         raise StudyError(f"{where}[run].latency: {settings.latency!r} is not one of {', '.join(LATENCY_MODES)}")
+    if settings.max_latency_ms < 0:
+        raise StudyError(f"{where}[run].max_latency_ms: {settings.max_latency_ms} is negative (0 = no limit)")
+    if settings.max_latency_ms and settings.latency == "none":
+        raise StudyError(f"{where}[run].max_latency_ms: needs the trials timed; latency = \"none\" times nothing")
     return settings
 
 

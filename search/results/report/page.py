@@ -93,7 +93,9 @@ def index_html(parts: ReportParts) -> str:
     body.append("<h2>Files</h2><ul>")
     labels = {"trials.csv": "trials.csv: one row per trial", "refit.csv": "refit.csv: one row per refit configuration",
               "loss_curves.html": "loss curves of all trials (interactive)",
-              "loss_curves.png": "loss curves of all trials (PNG)"}
+              "loss_curves.png": "loss curves of all trials (PNG)",
+              "speed_front.html": "validation score against latency per frame, with the Pareto front (interactive)",
+              "speed_front.png": "validation score against latency per frame, with the Pareto front (PNG)"}
     body += [f"<li>{_link(path, labels.get(name, name))}</li>" for name, path in parts.files.items()]
     for name, (title, _) in OPTUNA_PLOTS.items():
         written = parts.optuna_plots.get(name, "not drawn")
@@ -102,6 +104,9 @@ def index_html(parts: ReportParts) -> str:
     body.append("</ul>")
     if "loss_curves.png" in parts.files:
         body += ["<h2>Loss curves</h2>", _figure(parts.files["loss_curves.png"], "train/val loss and val mDice per epoch")]
+    if "speed_front.png" in parts.files:
+        body += ["<h2>Accuracy against speed</h2>", _figure(parts.files["speed_front.png"],
+                 "each complete trial's validation score against its model's ms per frame; red: the Pareto front")]
     if parts.sheets:
         body.append("<h2>Predictions of the top trials on the same test images</h2>")
         body += [_figure(sheet, f"trial {number}") for number, sheet in parts.sheets.items()]

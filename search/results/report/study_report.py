@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from polyp.checkpoint import CheckpointError
 from polyp.io import write_text
-from search.engine.record import refit_settings
+from search.engine.record import TrialRecord, refit_settings, set_scores
 from search.engine.session import Session, load_data
 from search.engine.storage import safe_url
 from search.engine.trial_loop import top_trials
@@ -17,6 +17,7 @@ from search.results.ensembles import best_winner_run
 from search.results.refit_table import refit_csv, refit_rows, refit_table
 from search.results.report.page import ReportParts
 from search.results.report.sheets import TrialFiles, gradcam_for, load_trial_model, prediction_sheets
+from search.results.report.speed import speed_front_html, speed_front_png, speed_points
 from search.results.report.trials import (
     loss_curves_html,
     loss_curves_png,
@@ -69,6 +70,11 @@ def write_report(session: Session, top: int = 3, gradcam: bool = False) -> Repor
         parts.message = no_complete_message(spec.name, counts)
         return parts
     parts.optuna_plots = write_optuna_plots(study, folder)
+    if points := speed_points(trials):  # the trials were timed ([run].latency)
+        label = "objective" if any(set_scores(TrialRecord.of(t).val) for t in best) else "val mDice"
+        limit = spec.run.max_latency_ms
+        parts.files["speed_front.html"] = speed_front_html(points, folder / "speed_front.html", title, label, limit)
+        parts.files["speed_front.png"] = speed_front_png(points, folder / "speed_front.png", title, label, limit)
     data = load_data(session)
     sample = data.test.subset(data.test.stems[: spec.run.sample_images])
     files = TrialFiles(session.run_dir, spec.name, session.artifacts)
