@@ -30,6 +30,7 @@ from polyp.onnx_export import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, onnx_graph, on
 from polyp.runtime import Normalizer, autocast, resolve_device, resolve_precision
 from polyp.timing import median_ms
 from polyp.tta import TTA_MODES, symmetries
+from polyp.video import DEFAULT_FPS, folder_frames, frame_paths, is_video, predict_stream, video_frames
 
 RUNTIMES = ("auto", "torch", "onnx")  # --runtime of polyp.predict and polyp.serve
 DEFAULT_RUNTIME = "auto"  # neither is faster for every model on a CPU (benchmarks/runtime.py): time both, keep the faster
@@ -231,13 +232,30 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"torch; onnx: ONNX Runtime on the CPU (the folder's model.onnx, else exported in "
                         f"memory); auto: on the CPU both timed on one frame, the faster kept (default {DEFAULT_RUNTIME})")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--sequence", action="store_true",
+                        help="--input is a folder of ordered frames of one video: predicted one at a time, written "
+                        "as the overlay video --out (.mp4 or .avi) and its masks")
+    parser.add_argument("--smooth", type=int, default=0, metavar="K",
+                        help="video: average each frame's probabilities with the previous K frames' (default 0)")
+    parser.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                        help=f"--sequence: frames per second of the written video (default {DEFAULT_FPS:g})")
     parser.add_argument("--tta", default="none", choices=TTA_MODES,
                         help="test-time augmentation: none, flip (3 passes) or d4 (8 flips and rotations)")
     args = parser.parse_args(argv)
+    stream = args.sequence or is_video(Path(args.input))
+    if stream and (args.masks or args.gradcam):
+        print("error: --masks and --gradcam take still images; a video or --sequence writes overlays and masks",
+              file=sys.stderr)
+        return 2
+    if args.smooth < 0:
+        print(f"error: --smooth: {args.smooth} is negative (0 = no smoothing)", file=sys.stderr)
+        return 2
     try:
         predictor, _ = Predictor.from_folder(args.model, args.device, args.precision, args.runtime)
         if predictor.runtime_note:
             print(predictor.runtime_note)
+        if stream:
+            return _predict_stream(predictor, args)
         inputs = _inputs(Path(args.input))
         convention = truth_convention(Path(args.masks), inputs) if args.masks else None
         out = make_folder(args.out, "--out")
@@ -256,6 +274,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mean over {len(rows)} images: mdice {np.mean([r['dice'] for r in rows]):.4f}  "
               f"miou {np.mean([r['iou'] for r in rows]):.4f}")
     print(f"wrote {(3 if args.gradcam else 2) * len(rows)} files to {args.out}")
+    return 0
+
+
+def _predict_stream(predictor: Predictor, args: argparse.Namespace) -> int:
+    """polyp.predict on a video file or (--sequence) a folder of frames: the overlay video --out and
+    `<out>_masks/`."""
+    source, out = Path(args.input), Path(args.out)
+    if args.sequence:
+        frames, rate = folder_frames(frame_paths(source)), args.fps
+    else:
+        frames, rate = video_frames(source)
+    masks = out.with_name(f"{out.stem}_masks")
+    result = predict_stream(predictor, frames, out, masks, rate, args.smooth, tta=args.tta)
+    smoothing = f", probabilities averaged over each frame and the previous {args.smooth}" if args.smooth else ""
+    print(f"wrote {out} ({result.frames} frames at {rate:g} per second) and {result.frames} masks to {masks}/")
+    print(f"{result.fps:.1f} frames per second in all (the model alone {result.model_fps:.1f}, {predictor.runtime}"
+          f"{smoothing})")
+    if result.problem:
+        print(f"error: {source}: {result.problem}", file=sys.stderr)
+        return 2
     return 0
 
 
