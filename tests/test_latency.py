@@ -246,3 +246,12 @@ def test_export_with_a_latency_limit_takes_the_best_model_within_it():
     assert fastest_enough(study, 33).number == 1 and fastest_enough(study, 100).number == 0
     with pytest.raises(StudyError, match="no complete trial .* runs within it; the fastest is trial 2 at 10.0 ms"):
         fastest_enough(study, 5)
+
+
+def test_a_refit_trains_its_configurations_whatever_their_speed():
+    from search.study.definition import RefitSettings, refit_study
+
+    spec = tiny_spec()
+    limited = replace(spec, run=replace(spec.run, max_latency_ms=33.0))
+    refit = refit_study(limited, RefitSettings(top=1, seeds=1, image_size=64, epochs=2))
+    assert refit.run.max_latency_ms == 0 and refit.run.latency == limited.run.latency  # still timed, never pruned

@@ -327,11 +327,12 @@ def parse_study(data: dict, name: str, where: str = "") -> StudySpec:
 
 def refit_study(source: StudySpec, settings: RefitSettings) -> StudySpec:
     """The companion study `search.refit` trains `source`'s best configurations in: its name + ".refit", no
-    pruner (every run trains to the end), the refit's image size and epochs."""
+    pruner and no latency limit (every run trains to the end; each is still timed, at the refit's size, so
+    `search.export --max-latency-ms` can choose among them), the refit's image size and epochs."""
     settings = settings.resolved(source.base)
     folds = f", {settings.folds}-fold cross-validation" if settings.folds else ""
     return dataclasses.replace(
-        source, name=f"{source.name}{REFIT_SUFFIX}", run=dataclasses.replace(source.run, pruner="none"),
+        source, name=f"{source.name}{REFIT_SUFFIX}", run=dataclasses.replace(source.run, pruner="none", max_latency_ms=0.0),
         base=dataclasses.replace(source.base, image_size=settings.image_size, epochs=settings.epochs),
         description=f"refit of {source.name}: its {settings.top} best configurations at {settings.image_size} px, "
                     f"{settings.epochs} epochs, {settings.seeds} seeds{folds}", refit=settings)
