@@ -74,9 +74,13 @@ class Predictor:
         plain = cls(model, info.image_size, info.mean, info.std, device, precision)
         if runtime == "torch" or (runtime == "auto" and not on_cpu):
             return plain, info
-        onnx = OnnxPredictor(model, info.image_size, info.mean, info.std, Path(folder) / ONNX_FILE)
         if runtime == "onnx":
-            return onnx, info
+            return OnnxPredictor(model, info.image_size, info.mean, info.std, Path(folder) / ONNX_FILE), info
+        try:
+            onnx = OnnxPredictor(model, info.image_size, info.mean, info.std, Path(folder) / ONNX_FILE)
+        except Exception as error:  # noqa: BLE001 - any export or ONNX Runtime failure: PyTorch still predicts
+            plain.runtime_note = f"runtime torch (--runtime auto: ONNX Runtime cannot run this model: {error})"
+            return plain, info
         times = {name: predictor.frame_ms() for name, predictor in (("torch", plain), ("onnx", onnx))}
         chosen = onnx if times["onnx"] < times["torch"] else plain
         chosen.runtime_note = (f"runtime {chosen.runtime} (--runtime auto: {times['torch']:.1f} ms per frame with "
@@ -221,8 +225,10 @@ def _write_one(path: Path, image: np.ndarray, mask: np.ndarray, out: Path, truth
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Predict polyp masks with an exported checkpoint folder.")
     parser.add_argument("--model", required=True, help="checkpoint folder (config.json + model.safetensors + training.json)")
-    parser.add_argument("--input", required=True, help="an image file or a folder of images")
-    parser.add_argument("--out", required=True, help="folder for <stem>_mask.png and <stem>_overlay.png")
+    parser.add_argument("--input", required=True, help="an image file or a folder of images; a video file, or with "
+                        "--sequence a folder of ordered frames")
+    parser.add_argument("--out", required=True, help="folder for <stem>_mask.png and <stem>_overlay.png; for a video "
+                        "or --sequence the overlay video (.mp4 or .avi), its masks in <out>_masks/")
     parser.add_argument("--masks", help="folder of true masks: print Dice and IoU per image and their means")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--gradcam", action="store_true", help="also write <stem>_gradcam.png heat maps")
@@ -238,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smooth", type=int, default=0, metavar="K",
                         help="video: average each frame's probabilities with the previous K frames' (default 0)")
     parser.add_argument("--fps", type=float, default=DEFAULT_FPS,
-                        help=f"--sequence: frames per second of the written video (default {DEFAULT_FPS:g})")
+                        help=f"--sequence: frames per second of the written video (default {DEFAULT_FPS:g}; a video "
+                        "file keeps its own)")
     parser.add_argument("--tta", default="none", choices=TTA_MODES,
                         help="test-time augmentation: none, flip (3 passes) or d4 (8 flips and rotations)")
     args = parser.parse_args(argv)
@@ -247,9 +254,17 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --masks and --gradcam take still images; a video or --sequence writes overlays and masks",
               file=sys.stderr)
         return 2
-    if args.smooth < 0:
-        print(f"error: --smooth: {args.smooth} is negative (0 = no smoothing)", file=sys.stderr)
+    if args.smooth < 0 or args.fps <= 0:
+        problem = (f"--smooth: {args.smooth} is negative (0 = no smoothing)" if args.smooth < 0 else
+                   f"--fps: {args.fps:g} must be above 0")
+        print(f"error: {problem}", file=sys.stderr)
         return 2
+    if stream and Path(args.out).resolve() == Path(args.input).resolve():
+        print(f"error: --out {args.out} is the input: the overlay video needs a file of its own", file=sys.stderr)
+        return 2
+    if not stream and args.smooth:
+        print("note: --smooth averages over the frames of a video or a --sequence; still images are not smoothed",
+              file=sys.stderr)
     try:
         predictor, _ = Predictor.from_folder(args.model, args.device, args.precision, args.runtime)
         if predictor.runtime_note:
@@ -288,6 +303,9 @@ def _predict_stream(predictor: Predictor, args: argparse.Namespace) -> int:
     masks = out.with_name(f"{out.stem}_masks")
     result = predict_stream(predictor, frames, out, masks, rate, args.smooth, tta=args.tta)
     smoothing = f", probabilities averaged over each frame and the previous {args.smooth}" if args.smooth else ""
+    if result.frames == 0:
+        print(f"error: {source}: {result.problem}; nothing written", file=sys.stderr)
+        return 2
     print(f"wrote {out} ({result.frames} frames at {rate:g} per second) and {result.frames} masks to {masks}/")
     print(f"{result.fps:.1f} frames per second in all (the model alone {result.model_fps:.1f}, {predictor.runtime}"
           f"{smoothing})")

@@ -75,6 +75,7 @@ def video_frames(path: Path) -> tuple[Iterator[tuple[str, np.ndarray]], float]:
     if not capture.isOpened():
         raise DataError(f"{path}: cannot open this video (not a video, or a codec OpenCV's FFmpeg lacks)")
     rate = capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)  # what the container says; 0 where it does not
     ok, first = capture.read()
     if not ok:
         capture.release()
@@ -89,6 +90,8 @@ def video_frames(path: Path) -> tuple[Iterator[tuple[str, np.ndarray]], float]:
                 index += 1
                 if not ok:
                     bgr = None
+            if index < count:
+                raise DataError(f"{path}: frame {index} of the {count} the video holds cannot be decoded")
         finally:
             capture.release()
 

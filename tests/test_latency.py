@@ -52,9 +52,14 @@ def test_a_model_is_timed_with_pytorch_and_onnx_runtime_and_the_threads_are_put_
 
 
 def test_a_deep_supervised_config_is_timed_as_the_model_it_predicts_with():
+    from polyp.checkpoint import build_model_for
+    from polyp.models.deep_supervision import DeepSupervisedUnetPlusPlus
+
     cfg = parse_config({**TINY, "arch": "unetplusplus", "deep_supervision": True})
-    latency = config_latency(cfg, onnx=False)
-    assert latency.torch_ms > 0 and latency.onnx_ms is None
+    assert isinstance(build_model(cfg), DeepSupervisedUnetPlusPlus)
+    assert not isinstance(build_model_for(cfg), DeepSupervisedUnetPlusPlus)  # what polyp.predict runs
+    latency = config_latency(cfg)
+    assert latency.torch_ms > 0 and latency.onnx_ms > 0
 
 
 def test_the_latency_line_says_what_was_timed():
@@ -153,8 +158,10 @@ def test_polyp_predict_and_serve_take_the_runtime_and_refuse_onnx_on_a_gpu(expor
                                "--runtime", "onnx", "--gradcam"]) == 0  # Grad-CAM uses the PyTorch model beside it
     assert sorted(p.name for p in (tmp_path / "a").iterdir())[:3] == [
         "synth_0000_gradcam.png", "synth_0000_mask.png", "synth_0000_overlay.png"]
-    with pytest.raises(PolypError, match="cuda"):
-        Predictor.from_folder(exported, device="cuda", runtime="onnx")
+    with pytest.MonkeyPatch.context() as patch:  # as on a machine with a GPU
+        patch.setattr(torch.cuda, "is_available", lambda: True)
+        with pytest.raises(PolypError, match="--runtime onnx runs on the CPU, not on cuda"):
+            Predictor.from_folder(exported, device="cuda", runtime="onnx")
     with pytest.raises(SystemExit):
         polyp.predict.main(["--model", str(exported), "--input", str(photos), "--out", str(tmp_path / "b"),
                             "--runtime", "tensorrt"])
@@ -255,3 +262,44 @@ def test_a_refit_trains_its_configurations_whatever_their_speed():
     limited = replace(spec, run=replace(spec.run, max_latency_ms=33.0))
     refit = refit_study(limited, RefitSettings(top=1, seeds=1, image_size=64, epochs=2))
     assert refit.run.max_latency_ms == 0 and refit.run.latency == limited.run.latency  # still timed, never pruned
+
+
+def test_gp_cannot_learn_a_latency_limit_and_is_refused():
+    from search.study.samplers import build_sampler
+
+    with pytest.raises(StudyError, match=r"\[run\].max_latency_ms: sampler 'gp' cannot learn a latency limit"):
+        parse_study({"study": {"name": "x"}, "run": {"max_latency_ms": 33, "sampler": "gp", "pruner": "none"}}, "x",
+                    "x.toml: ")
+    spec = tiny_spec()
+    with pytest.raises(StudyError, match="--sampler gp with max_latency_ms 33"):  # the flag given on a study with a limit
+        build_sampler("gp", replace(spec, run=replace(spec.run, max_latency_ms=33.0)), 0)
+
+
+@pytest.mark.usefixtures("search_cache")
+def test_going_on_with_a_study_under_another_latency_limit_is_refused(synthetic_dir, tmp_path, capsys):
+    from search_fixtures import TINY_STUDY, write_study
+
+    from search.run import main as run_main
+
+    def study_file(limit: float) -> Path:  # the same study (name "tiny"), with this limit
+        tables = {table: dict(entries) for table, entries in TINY_STUDY.items()}
+        tables["run"]["max_latency_ms"] = limit
+        return write_study(tmp_path, tables, f"limit-{limit:g}.toml")
+
+    common = ["--run-dir", str(tmp_path / "runs"), "--data", str(synthetic_dir), "--trainer", "search.testing:fake_fit",
+              "--quiet"]
+    assert run_main(["--study", str(study_file(1e6)), "--n-trials", "1", *common]) == 0
+    assert run_main(["--study", str(study_file(5.0)), "--n-trials", "2", *common]) == 2
+    assert "its trials ran under max_latency_ms 1e+06, now 5 (0: no limit)" in capsys.readouterr().err
+
+
+def test_auto_falls_back_to_pytorch_when_onnx_runtime_cannot_run_the_model(exported, monkeypatch):
+    from polyp.predict import OnnxPredictor, Predictor
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("Unsupported ONNX opset")
+
+    monkeypatch.setattr(OnnxPredictor, "__init__", broken)
+    predictor, _ = Predictor.from_folder(exported, runtime="auto")
+    assert predictor.runtime == "torch"
+    assert predictor.runtime_note == "runtime torch (--runtime auto: ONNX Runtime cannot run this model: Unsupported ONNX opset)"

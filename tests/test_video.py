@@ -102,3 +102,32 @@ def test_smoothing_averages_a_frame_with_the_previous_k():
     frames = [np.full((2, 2), value, np.float32) for value in (0.0, 0.3, 0.6, 0.9)]
     assert [float(smooth(f)[0, 0]) for f in frames] == pytest.approx([0.0, 0.15, 0.3, 0.6])
     assert float(Smoother(0)(frames[3])[0, 0]) == pytest.approx(0.9)
+
+
+def test_a_video_cut_short_is_named_and_its_decoded_frames_kept(checkpoint, tmp_path, capsys):
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (48, 48))
+    for seed in range(8):
+        writer.write(cv2.cvtColor(make_sample(seed=seed, size=48)[0], cv2.COLOR_RGB2BGR))
+    writer.release()
+    data = clip.read_bytes()
+    clip.write_bytes(data[: len(data) * 3 // 4])  # the container still says 8 frames
+    out = tmp_path / "cut.mp4"
+    assert predict("--model", str(checkpoint), "--input", str(clip), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    decoded = frames_of(out)
+    assert 0 < decoded < 8 and f"frame {decoded} of the 8 the video holds cannot be decoded" in err
+
+
+def test_stream_settings_that_cannot_work_are_refused_before_anything_is_written(checkpoint, tmp_path, capsys):
+    clip = write_clip(tmp_path / "clip.mp4", 2)
+    assert predict("--model", str(checkpoint), "--input", str(clip), "--out", str(clip)) == 2
+    assert "is the input" in capsys.readouterr().err and frames_of(clip) == 2
+    assert predict("--model", str(checkpoint), "--input", str(clip), "--out", str(tmp_path / "o.mp4"), "--fps", "0") == 2
+    assert "--fps: 0 must be above 0" in capsys.readouterr().err and not (tmp_path / "o_masks").exists()
+    folder = tmp_path / "empty-frames"
+    folder.mkdir()
+    (folder / "1.png").write_bytes(b"broken")
+    assert predict("--model", str(checkpoint), "--input", str(folder), "--sequence", "--out", str(tmp_path / "e.mp4")) == 2
+    err = capsys.readouterr()
+    assert "nothing written" in err.err and "wrote" not in err.out

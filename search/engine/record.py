@@ -178,8 +178,10 @@ def record_latency(trial: optuna.trial.Trial, latency: dict[str, Any]) -> None:
 
 def record_latency_constraint(trial: optuna.trial.Trial, over_ms: float) -> None:
     """How far the model is over the study's latency limit (<= 0: within it), as Optuna's constraint
-    "latency_ms", which TPE and GP learn from."""
-    trial.set_constraint("latency_ms", over_ms)
+    "latency_ms", which TPE learns from. A retried trial keeps the constraint of the trial it repeats (Optuna
+    copies it): the same configuration, timed before."""
+    if "latency_ms" not in trial.constraints:
+        trial.set_constraint("latency_ms", over_ms)
 
 
 def record_too_slow(trial: optuna.trial.Trial, reason: str) -> None:
@@ -296,6 +298,20 @@ def run_data(study: optuna.Study) -> dict[str, Any] | None:
     it; a study from before the validation sets has only "data" and "test_list")."""
     stored = study.user_attrs.get(RUN_DATA)
     return stored if isinstance(stored, dict) and "data" in stored else None
+
+
+LATENCY_LIMIT = "max_latency_ms"  # the study attribute: the latency limit its trials ran under (absent: none)
+
+
+def record_latency_limit(study: optuna.Study, limit: float) -> None:
+    """The latency limit a command runs the study's trials under (its trials' constraints are measured from it)."""
+    if study.user_attrs.get(LATENCY_LIMIT, 0.0) != limit:
+        study.set_user_attr(LATENCY_LIMIT, limit)
+
+
+def latency_limit(study: optuna.Study) -> float:
+    """The latency limit the study's trials ran under (0: none)."""
+    return float(study.user_attrs.get(LATENCY_LIMIT, 0.0))
 
 
 RUN_DIR = "run_dir"  # the study attribute: the run folder its trials ran in (as the last command that ran them saw it)

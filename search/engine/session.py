@@ -21,7 +21,9 @@ from search.engine.outputs import study_dir
 from search.engine.record import (
     RUN_DATA_KEYS,
     kept_run_data,
+    latency_limit,
     ranking,
+    record_latency_limit,
     record_run_data,
     record_run_dir,
     refit_settings,
@@ -124,7 +126,9 @@ def open_session(request: StudyRequest, create: bool = True, spec: StudySpec | N
         study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", load_if_exists=True,
                                     pruner=pruner)  # the sampler: Session.sampler_for, one per trial
         check_same_ranking(study, spec)
+        check_same_latency_limit(study, spec)
         record_run_data(study, spec.run)
+        record_latency_limit(study, spec.run.max_latency_ms)
         if given is not None or run_dir_of(study) is None:  # a worker elsewhere with the default keeps the study's
             record_run_dir(study, run_dir)
         return Session(spec, run_dir, url, storage, study, artifacts)
@@ -174,6 +178,17 @@ def with_stored_data(spec: StudySpec, study: optuna.Study, request: StudyRequest
         kept = {key: value for key, value in kept.items() if key not in ("data", "test_list", "groups")}
     kept = {key: value for key, value in kept.items() if key not in given}
     return dataclasses.replace(spec, run=dataclasses.replace(spec.run, **kept))
+
+
+def check_same_latency_limit(study: optuna.Study, spec: StudySpec) -> None:
+    """Refuses to go on with a study whose finished trials ran under another latency limit: their constraints
+    and their pruning were measured from it (and Optuna keeps a trial's constraint as first set)."""
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    before, now = latency_limit(study), spec.run.max_latency_ms
+    if before != now and study.get_trials(deepcopy=False, states=finished):
+        raise StudyError(f"study {spec.name}: its trials ran under max_latency_ms {before:g}, now {now:g} (0: no limit); "
+                         f"give the same limit, or run a new study (another --storage or study file); "
+                         f"search.export --max-latency-ms picks among the finished trials by any limit")
 
 
 def check_same_ranking(study: optuna.Study, spec: StudySpec) -> None:

@@ -44,6 +44,8 @@ def fastest_enough(study: optuna.Study, limit: float) -> FrozenTrial:
     """The complete trial with the highest value whose model runs within `limit` ms per frame (its faster
     runtime, as the trial was timed); a StudyError that gives the fastest one when none does."""
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not complete:
+        pick_trial(study, None)  # says what the study holds instead
     timed = [(t, ms) for t in complete if (ms := TrialRecord.of(t).fastest_ms) is not None]
     within = [t for t, ms in timed if ms <= limit]
     if within:

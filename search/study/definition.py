@@ -37,6 +37,8 @@ STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SAMPLERS = ("tpe", "random", "gp", "grid")
 PRUNERS = ("median", "hyperband", "sha", "none")
+LATENCY_GP_PROBLEM = ("sampler 'gp' cannot learn a latency limit: its models read complete trials only, and a "
+                      "model over the limit is pruned before it trains; use sampler 'tpe'")
 LATENCY_MODES = ("onnx", "torch", "none")  # [run].latency: what each trial's model is timed with (polyp.latency)
 
 
@@ -240,6 +242,8 @@ def _run_settings(table: dict, where: str) -> RunSettings:
         raise StudyError(f"{where}[run].latency: {settings.latency!r} is not one of {', '.join(LATENCY_MODES)}")
     if settings.max_latency_ms < 0:
         raise StudyError(f"{where}[run].max_latency_ms: {settings.max_latency_ms} is negative (0 = no limit)")
+    if settings.max_latency_ms and settings.sampler == "gp":
+        raise StudyError(f"{where}[run].max_latency_ms: {LATENCY_GP_PROBLEM}")
     if settings.max_latency_ms and settings.latency == "none":
         raise StudyError(f"{where}[run].max_latency_ms: needs the trials timed; latency = \"none\" times nothing")
     return settings

@@ -8,7 +8,15 @@ from typing import Any
 import optuna
 
 from polyp.config import FIELDS, field_type
-from search.study.definition import PRUNERS, SAMPLERS, Range, StudyError, StudySpec, sampler_pruner_problem
+from search.study.definition import (
+    LATENCY_GP_PROBLEM,
+    PRUNERS,
+    SAMPLERS,
+    Range,
+    StudyError,
+    StudySpec,
+    sampler_pruner_problem,
+)
 
 
 def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
@@ -38,6 +46,8 @@ def build_sampler(name: str, spec: StudySpec, seed: int) -> optuna.samplers.Base
     }
     if name not in makers:
         raise StudyError(f"sampler: {name!r} is not one of {', '.join(SAMPLERS)}")
+    if name == "gp" and spec.run.max_latency_ms:
+        raise StudyError(f"--sampler gp with max_latency_ms {spec.run.max_latency_ms:g}: {LATENCY_GP_PROBLEM}")
     return makers[name]()
 
 
