@@ -143,3 +143,14 @@ def test_the_export_records_its_latency_per_frame_with_both_runtimes(best_export
     assert latency["torch_ms"] > 0 and latency["onnx_ms"] > 0  # model.onnx was written: ONNX Runtime timed it
     assert latency["image_size"] == training["train_config"]["image_size"] and latency["device"] == "cpu"
     assert f"latency on this machine: {latency['torch_ms']:.1f} ms per frame with PyTorch" in best_export["stdout"]
+
+
+def test_a_latency_limit_exports_the_best_trial_within_it_or_names_the_fastest(study, tmp_path, capsys):
+    args = ["--study", str(study.toml), "--run-dir", str(study.run_dir)]
+    assert main([*args, "--out", str(tmp_path / "fast"), "--max-latency-ms", "1e6"]) == 0
+    printed = capsys.readouterr().out
+    assert f"exported trial {study.best} of study" in printed  # every trial is within 1e6 ms
+    assert main([*args, "--out", str(tmp_path / "none"), "--max-latency-ms", "0.0001"]) == 2
+    assert "no complete trial of study" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    assert main([*args, "--out", str(tmp_path / "both"), "--max-latency-ms", "5", "--trial", "0"]) == 2
+    assert "--trial names the trial; --max-latency-ms picks one" in capsys.readouterr().err

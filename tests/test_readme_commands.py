@@ -155,7 +155,8 @@ def test_setup_commands_give_a_document_what_it_reads():
 # each is also run by a fast test of its own (tests/test_refit.py, test_replay.py, test_export.py, test_analyze.py).
 SLOW_ONLY = ("search.refit ", "demo.refit", "exported/demo-ensemble", "--retrain", "--gradcam --run-dir",
              "search.replay --csv hyperparameters.csv --study grid --data synthetic",
-             "data/centre-b")  # the next-hospital example: test_cross_centre.py trains on two sets and an external one
+             "data/centre-b",  # the next-hospital example: test_cross_centre.py trains on two sets and an external one
+             "--max-latency-ms", "--sequence --out video/")  # test_export.py, test_video.py
 SLOW_DOCS = ("benchmarking.md", "search-options.md", "next-hospital.md")  # timing runs, every option, real
 # searches with validation sets (their fast tests: test_cross_centre*.py): in the slow run only
 
