@@ -37,6 +37,13 @@ DEFAULT_RUNTIME = "auto"  # neither is faster for every model on a CPU (benchmar
 CHOICE_RUNS = 5  # timed frames per runtime when "auto" chooses (after 2 untimed ones)
 
 
+def add_runtime_option(parser: argparse.ArgumentParser) -> None:
+    """`--runtime`, as polyp.predict and polyp.serve take it."""
+    parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
+                        help=f"torch; onnx: ONNX Runtime on the CPU (the folder's model.onnx, else exported in "
+                        f"memory); auto: on the CPU both timed on one frame, the faster kept (default {DEFAULT_RUNTIME})")
+
+
 class Predictor:
     """Runs a loaded model on RGB uint8 images of any size and returns probability maps at that size.
 
@@ -234,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradcam", action="store_true", help="also write <stem>_gradcam.png heat maps")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="auto: bf16 autocast where the device supports it (as in training), else float32")
-    parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
-                        help=f"torch; onnx: ONNX Runtime on the CPU (the folder's model.onnx, else exported in "
-                        f"memory); auto: on the CPU both timed on one frame, the faster kept (default {DEFAULT_RUNTIME})")
+    add_runtime_option(parser)
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--sequence", action="store_true",
                         help="--input is a folder of ordered frames of one video: predicted one at a time, written "

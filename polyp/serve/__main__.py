@@ -10,7 +10,7 @@ import uvicorn
 
 from polyp.data import resolve_data_dir
 from polyp.errors import PolypError
-from polyp.predict import DEFAULT_RUNTIME, RUNTIMES, Predictor
+from polyp.predict import Predictor, add_runtime_option
 from polyp.serve.app import DEFAULT_MAX_UPLOAD_BYTES, create_app
 from polyp.serve.examples import MAX_EXAMPLES, list_examples
 
@@ -35,9 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
                         help="largest accepted upload in MiB (default 10)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
-                        help=f"torch; onnx: ONNX Runtime on the CPU (the folder's model.onnx, else exported in "
-                        f"memory); auto: on the CPU both timed on one frame, the faster kept (default {DEFAULT_RUNTIME})")
+    add_runtime_option(parser)
     return parser.parse_args(argv)
 
 
