@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             raise CommandLineError(f"--val-fraction: {args.val_fraction} leaves no validation images, and both methods are "
                              "compared on validation mDice (val_fraction must be above 0)")
         spec = with_command_line(load_study(args.study), command_settings(args))
+        if spec.run.multi_objective:
+            raise CommandLineError(f"{'--objectives' if args.objectives else f'study {spec.name} [run].objectives'}: "
+                                   "search.bench compares a grid and a study by the best validation mDice per epoch "
+                                   "spent, one objective; give --objectives mdice")
         spec = dataclasses.replace(spec, forced={"epochs": spec.base.epochs, **spec.forced})  # one budget for both
         check_imagenet_available(spec)
         settings = {"startup_trials": args.startup_trials, "pruner_startup_trials": args.pruner_startup_trials,

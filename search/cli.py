@@ -23,7 +23,7 @@ from polyp.errors import PolypError
 from search.engine.session import DEFAULT_RUN_DIR, Session, StudyRequest
 from search.engine.trial_loop import interrupt_on_signals
 from search.engine.workers import plan_workers, run_workers
-from search.study.definition import PRUNERS, SAMPLERS
+from search.study.definition import DIRECTIONS, PRUNERS, SAMPLERS
 from search.study.errors import CommandLineError
 from search.study.forced import FORCED_FIELDS, RUN_FLAGS, CommandSettings
 
@@ -86,6 +86,9 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     """--sampler, --pruner and --seed: how a search chooses and stops trials."""
     parser.add_argument("--sampler", choices=SAMPLERS, help="default: the study's")
     parser.add_argument("--pruner", choices=PRUNERS, help="default: the study's")
+    parser.add_argument("--objectives", nargs="+", choices=tuple(DIRECTIONS), metavar="OBJECTIVE",
+                        help="mdice (default), or mdice latency_ms: search validation mDice and ms per frame together "
+                        "(a Pareto front; trials are not pruned by epoch)")
     parser.add_argument("--seed", type=int, help="sampler and split seed (default: the study's)")
 
 

@@ -114,3 +114,8 @@ def test_a_val_fraction_leaving_nothing_to_compare_is_an_error(bench_files, caps
     for bad in ("0", "0.95"):
         assert bench.main([*bench_files, "--rows", "1", "--val-fraction", bad]) == 2
         assert "val_fraction" in capsys.readouterr().err
+
+
+def test_bench_compares_one_objective_and_refuses_two(bench_files, capsys):
+    assert bench.main([*bench_files, "--objectives", "mdice", "latency_ms"]) == 2
+    assert "--objectives: search.bench compares a grid and a study by the best validation mDice" in capsys.readouterr().err

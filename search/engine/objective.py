@@ -53,6 +53,8 @@ class OptunaReporter:
         self.pruned_at: int | None = None
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, Any]) -> bool:
+        if len(self.trial.study.directions) > 1:  # Optuna reports and prunes single-objective studies only
+            return False
         self.trial.report(metrics.get("objective", metrics["val_mdice"]), step=epoch)
         if epoch < self.epochs and self.trial.should_prune():  # after the last epoch there is nothing to save
             self.pruned_at = epoch
@@ -124,7 +126,7 @@ class Objective:
             self._warned = True
         raise optuna.TrialPruned(reason)
 
-    def __call__(self, trial: optuna.trial.Trial) -> float:
+    def __call__(self, trial: optuna.trial.Trial) -> float | tuple[float, float]:
         started = time.perf_counter()
         try:
             return self._run(trial, started)
@@ -137,7 +139,7 @@ class Objective:
             record_failure(trial, f"{type(error).__name__}: {error}")
             raise
 
-    def _run(self, trial: optuna.trial.Trial, started: float) -> float:
+    def _run(self, trial: optuna.trial.Trial, started: float) -> float | tuple[float, float]:
         frozen = next((t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number), None)
         record_start(trial, retried_trial_number(frozen) if frozen is not None else None)
         first_heartbeat(trial)
@@ -176,4 +178,6 @@ class Objective:
             score = (f"val mDice {last['val_mdice']:.4f}" if last.get("objective", last["val_mdice"]) == last["val_mdice"]
                      else f"objective {last['objective']:.4f}, val mDice {last['val_mdice']:.4f}")
             raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at} ({score})")
+        if self.spec.run.multi_objective:  # [run].objectives = ["mdice", "latency_ms"]
+            return result.objective, Latency(**latency).fastest_ms
         return result.objective

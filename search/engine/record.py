@@ -65,6 +65,13 @@ KEY_SETTINGS = ("arch", "encoder", "encoder_depth", "lr", "batch_size", "loss", 
 AnyTrial = optuna.trial.Trial | FrozenTrial
 
 
+def trial_value(trial: FrozenTrial) -> float | None:
+    """A finished trial's validation score: its value, or its first in a study that also minimises latency
+    (`[run].objectives`); None while it has none."""
+    values = trial.values
+    return values[0] if values else None
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """What the project knows about one trial: Optuna's fields and the record's user attributes."""
@@ -109,7 +116,7 @@ class TrialRecord:
         """The record of a stored trial (attributes it does not have take their defaults)."""
         attrs = trial.user_attrs
         known = {name: attrs[name] for name in _ATTRIBUTES if attrs.get(name) is not None}
-        return cls(trial.number, trial.state, trial.value, dict(trial.params), trial_seconds(trial),
+        return cls(trial.number, trial.state, trial_value(trial), dict(trial.params), trial_seconds(trial),
                    dict(trial.intermediate_values), **known)
 
     @property
@@ -234,7 +241,7 @@ def csv_row_attributes(number: int, values: dict[str, Any], notes: str, file_nam
 
 def refit_attributes(source: FrozenTrial, seed: int, fold: int, values: dict[str, Any]) -> dict[str, Any]:
     """The user attributes a refit run is enqueued with (search.refit)."""
-    return {"refit_source": source.number, "refit_source_value": source.value, "refit_seed": seed,
+    return {"refit_source": source.number, "refit_source_value": trial_value(source), "refit_seed": seed,
             "refit_fold": fold, "refit_values": values}
 
 

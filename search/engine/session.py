@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,15 @@ from search.engine.record import (
     run_dir_of,
 )
 from search.engine.storage import default_storage_url, open_storage, safe_url
-from search.study.definition import REFIT_SUFFIX, RefitSettings, StudySpec, load_study, refit_study
+from search.study.definition import (
+    MULTI_OBJECTIVE_PRUNING,
+    REFIT_SUFFIX,
+    RefitSettings,
+    StudySpec,
+    as_list,
+    load_study,
+    refit_study,
+)
 from search.study.errors import CommandLineError, StudyError
 from search.study.forced import CommandSettings, check_objective, with_command_line
 from search.study.imagenet import check_imagenet_available
@@ -114,6 +123,10 @@ def open_session(request: StudyRequest, create: bool = True, spec: StudySpec | N
     if create:  # before anything is written: build_pruner refuses a pair the sampler cannot search under
         check_objective(spec, request.settings)
         pruner = build_pruner(spec.run.pruner, spec)
+        if spec.run.multi_objective:
+            pruner = optuna.pruners.NopPruner()
+            print(f"note: study {spec.name} searches {' and '.join(as_list(spec.run.objectives))} together: "
+                  f"{MULTI_OBJECTIVE_PRUNING} (pruner {spec.run.pruner!r} is not used)", file=sys.stderr, flush=True)
         check_imagenet_available(spec)  # commands that train: stop before any trial, not in every trial
     given = Path(request.run_dir) if request.run_dir else None
     run_dir = given or Path(DEFAULT_RUN_DIR)
@@ -123,8 +136,13 @@ def open_session(request: StudyRequest, create: bool = True, spec: StudySpec | N
         artifacts = open_artifact_store(run_dir, request.artifacts)  # checked before the study is touched
     storage = open_storage(url, request.heartbeat)
     if create:
-        study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize", load_if_exists=True,
-                                    pruner=pruner)  # the sampler: Session.sampler_for, one per trial
+        check_same_objectives(storage, spec)
+        study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.run.directions,
+                                    load_if_exists=True, pruner=pruner)  # the sampler: Session.sampler_for, one per trial
+        if spec.run.multi_objective and not study.metric_names:
+            with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(as_list(spec.run.objectives)))  # optuna-dashboard's axis names
         check_same_ranking(study, spec)
         check_same_latency_limit(study, spec)
         record_run_data(study, spec.run)
@@ -178,6 +196,22 @@ def with_stored_data(spec: StudySpec, study: optuna.Study, request: StudyRequest
         kept = {key: value for key, value in kept.items() if key not in ("data", "test_list", "groups")}
     kept = {key: value for key, value in kept.items() if key not in given}
     return dataclasses.replace(spec, run=dataclasses.replace(spec.run, **kept))
+
+
+def check_same_objectives(storage: optuna.storages.RDBStorage, spec: StudySpec) -> None:
+    """Refuses to go on with a stored study that optimises other objectives than `[run].objectives` (Optuna keeps
+    a study's directions as it was created), naming both."""
+    stored = next((s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+                   if s.study_name == spec.name), None)
+    if stored is None:
+        return
+    wanted = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
+              for d in spec.run.directions]
+    if list(stored.directions) != wanted:
+        before = "mdice, latency_ms" if len(stored.directions) > 1 else "mdice"
+        raise StudyError(f"study {spec.name}: it was created with objectives [{before}], the study now asks for "
+                         f"[{', '.join(as_list(spec.run.objectives))}]; Optuna cannot change a study's objectives: "
+                         f"run it as a new study (another --storage or study file)")
 
 
 def check_same_latency_limit(study: optuna.Study, spec: StudySpec) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.engine.record import TrialRecord, format_number
+from search.engine.record import TrialRecord, format_number, trial_value
 from search.engine.storage import StudyLock
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -23,7 +23,7 @@ TAKEN = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.
 def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
     """The `k` complete trials with the highest value, best first."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(complete, key=lambda t: t.value, reverse=True)[:k]
+    return sorted(complete, key=trial_value, reverse=True)[:k]
 
 
 def count_states(study: optuna.Study, trial_filter: Callable[[FrozenTrial], bool] | None = None
@@ -45,10 +45,8 @@ def trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
         value = f"pruned at epoch {last} ({record.intermediate[last]:.4f})"
     elif record.state == TrialState.PRUNED and record.status == "too_slow":
         value = f"pruned before training: {record.reason}"
-    try:
-        best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
-    except ValueError:
-        best = "best -"
+    top = top_trials(study, 1)
+    best = f"best {trial_value(top[0]):.4f} (trial {top[0].number})" if top else "best -"
     seconds, overhead = record.seconds or 0.0, record.overhead_seconds
     extra = f", overhead {overhead:.1f} s ({100 * overhead / max(seconds, 1e-9):.1f}%)" if overhead is not None else ""
     reason = f"  reason: {record.fail_reason}" if record.state == TrialState.FAIL else ""

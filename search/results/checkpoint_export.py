@@ -25,7 +25,7 @@ from polyp.onnx_export import ONNX_FILE
 from polyp.train import fit
 from search.engine.artifacts import checkpoint_folder
 from search.engine.outputs import trial_dir
-from search.engine.record import TrialRecord
+from search.engine.record import TrialRecord, trial_value
 from search.engine.session import Session, load_data
 from search.engine.storage import safe_url
 from search.results.split_scores import score_test_split
@@ -49,7 +49,7 @@ def fastest_enough(study: optuna.Study, limit: float) -> FrozenTrial:
     timed = [(t, ms) for t in complete if (ms := TrialRecord.of(t).fastest_ms) is not None]
     within = [t for t, ms in timed if ms <= limit]
     if within:
-        return max(within, key=lambda t: t.value)
+        return max(within, key=trial_value)
     if not timed:
         raise StudyError(f"--max-latency-ms: none of the {len(complete)} complete trials of study {study.study_name} "
                          "was timed (studies run before latency was measured, or with latency = \"none\")")
@@ -67,7 +67,7 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
             states = ", ".join(f"{sum(t.state == s for t in trials)} {s.name.lower()}" for s in TrialState)
             raise StudyError(f"study {study.study_name} has no complete trial to export ({states}); "
                              f"name one with --trial N (and --retrain if it kept no checkpoint)")
-        return max(complete, key=lambda t: t.value)
+        return max(complete, key=trial_value)
     for trial in trials:
         if trial.number == number:
             return trial
@@ -141,7 +141,7 @@ def export_trial(session: Session, trial: FrozenTrial, out: Path, retrain_missin
     metrics = {**metrics, "test_own_size": score_test_split(session, model, cfg.image_size,
                                                                      input_normalization(cfg))}
     facts = {"metrics": metrics, "study": session.spec.name, "trial": trial.number, "trial_state": trial.state.name,
-             "trial_value": trial.value, "storage": safe_url(session.storage_url), "source": source,
+             "trial_value": trial_value(trial), "storage": safe_url(session.storage_url), "source": source,
              "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     save_checkpoint(model, cfg, out, facts)
     return model.eval(), cfg, facts

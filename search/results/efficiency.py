@@ -65,7 +65,8 @@ def run_study(spec: StudySpec, data, trainer, budget: int, run_dir: Path, stop_a
     """Runs the study's sampler and pruner until `budget` epochs are spent (or its best reaches `stop_at`).
     Budgets count epochs, so the trials are not timed and no latency limit holds (a model pruned before it
     trains would spend nothing, and the loop would not end)."""
-    spec = dataclasses.replace(spec, run=dataclasses.replace(spec.run, latency="none", max_latency_ms=0.0))
+    spec = dataclasses.replace(spec, run=dataclasses.replace(spec.run, latency="none", max_latency_ms=0.0,
+                                                                  objectives=("mdice",)))
     seed = spec.run.seed if sampler_seed is None else sampler_seed
     study = optuna.create_study(direction="maximize", sampler=build_sampler(spec.run.sampler, spec, seed),
                                 pruner=build_pruner(spec.run.pruner, spec))

@@ -20,7 +20,7 @@ from torch import nn
 from polyp.checkpoint import CheckpointError, load_checkpoint, same_input, save_ensemble
 from polyp.models.ensemble import Ensemble
 from search.engine.artifacts import checkpoint_folder
-from search.engine.record import TrialRecord, refit_settings
+from search.engine.record import TrialRecord, refit_settings, trial_value
 from search.engine.session import Session
 from search.engine.storage import safe_url
 from search.results.refit_table import RefitRow, refit_rows, winner
@@ -51,7 +51,7 @@ def top_runs(session: Session) -> list[FrozenTrial]:
     """Each refit configuration's best run by validation mDice, the best configuration (mean validation) first."""
     rows, trials = _complete_rows(session)
     rows = sorted(rows, key=lambda row: -row.val_mean)
-    return [max((trials[number] for number in row.trials), key=lambda t: t.value) for row in rows]
+    return [max((trials[number] for number in row.trials), key=trial_value) for row in rows]
 
 
 def best_winner_run(session: Session) -> FrozenTrial | None:
@@ -59,7 +59,7 @@ def best_winner_run(session: Session) -> FrozenTrial | None:
     if refit_settings(session.study) is None:
         return None
     runs = winner_runs(session)
-    return max(runs, key=lambda t: t.value)
+    return max(runs, key=trial_value)
 
 
 def export_ensemble(session: Session, out: Path, kind: str = "winner") -> tuple[nn.Module, dict, list[FrozenTrial]]:

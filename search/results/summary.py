@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from optuna.trial import TrialState
 
-from search.engine.record import TrialRecord, format_number, set_scores
+from search.engine.record import TrialRecord, format_number, set_scores, trial_value
 from search.engine.session import Session
 from search.engine.storage import command_url, password_hint, safe_url
 
@@ -12,7 +12,7 @@ from search.engine.storage import command_url, password_hint, safe_url
 def summary_table(session: Session, top: int = 5) -> str:
     """The best finished trials with their test metrics and output folders."""
     trials = [t for t in session.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    trials.sort(key=lambda t: t.value, reverse=True)
+    trials.sort(key=trial_value, reverse=True)
     states = {s: 0 for s in TrialState}
     for t in session.study.get_trials(deepcopy=False):
         states[t.state] += 1

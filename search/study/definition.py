@@ -35,14 +35,19 @@ else:  # pragma: no cover
 
 STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-SAMPLERS = ("tpe", "random", "gp", "grid")
+SAMPLERS = ("tpe", "random", "gp", "grid", "nsga2")
 PRUNERS = ("median", "hyperband", "sha", "none")
 LATENCY_GP_PROBLEM = ("sampler 'gp' cannot learn a latency limit: its models read complete trials only, and a "
                       "model over the limit is pruned before it trains; use sampler 'tpe'")
 LATENCY_MODES = ("onnx", "torch", "none")  # [run].latency: what each trial's model is timed with (polyp.latency)
+OBJECTIVE_SETS = (("mdice",), ("mdice", "latency_ms"))  # [run].objectives: what a study optimises, in order
+DIRECTIONS = {"mdice": "maximize", "latency_ms": "minimize"}
+MULTI_OBJECTIVE_PRUNING = ("Optuna prunes single-objective studies only (Trial.report does not take two values), so "
+                           "every trial trains to the end and the pruner is not used; a max_latency_ms limit still "
+                           "stops a too-slow model before it trains")
 
 
-DATA_LISTS = ("data", "test_list", "groups", "val_data")  # [run] keys that take one value or a list
+DATA_LISTS = ("data", "test_list", "groups", "val_data", "objectives")  # [run] keys that take one value or a list
 
 
 def as_list(value: str | tuple[str, ...] | list[str]) -> list[str]:
@@ -62,7 +67,8 @@ class RunSettings:
     val_data: tuple[str, ...] = ()  # NAME=FOLDER validation sets never trained on, scored every epoch
     val_limit: int = 0  # images scored of each val_data set (chosen once, by group); 0 = all
     objective: str = "mean"  # what trials are ranked and pruned by: mean | worst | a set's name (polyp.selection)
-    sampler: str = "tpe"  # tpe | random | gp | grid
+    objectives: tuple[str, ...] = ("mdice",)  # ("mdice",), or ("mdice", "latency_ms"): both, a Pareto front
+    sampler: str = "tpe"  # tpe | random | gp | grid | nsga2
     pruner: str = "median"  # median (the measured default, see search.bench) | sha | hyperband | none
     startup_trials: int = 5  # trials sampled at random before the sampler's model kicks in
     pruner_startup_trials: int = 3  # complete trials the median pruner waits for before it compares (search.bench)
@@ -74,6 +80,16 @@ class RunSettings:
     synthetic_count: int = 96  # images generated when data = "synthetic"
     latency: str = "onnx"  # each trial's ms per frame: onnx (PyTorch and, on the CPU, ONNX Runtime) | torch | none
     max_latency_ms: float = 0.0  # a model slower than this per frame (its faster runtime) is pruned before it trains; 0 = no limit
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether trials are ranked by validation mDice and latency together (a Pareto front, no pruning)."""
+        return len(as_list(self.objectives)) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna's direction of each objective."""
+        return [DIRECTIONS[name] for name in as_list(self.objectives)]
 
     def sources(self) -> list[DataSource]:
         """The training sets (`polyp.data.training_sources`)."""
@@ -246,7 +262,22 @@ def _run_settings(table: dict, where: str) -> RunSettings:
         raise StudyError(f"{where}[run].max_latency_ms: {LATENCY_GP_PROBLEM}")
     if settings.max_latency_ms and settings.latency == "none":
         raise StudyError(f"{where}[run].max_latency_ms: needs the trials timed; latency = \"none\" times nothing")
+    if problem := objectives_problem(settings):
+        raise StudyError(f"{where}[run].objectives: {problem}")
     return settings
+
+
+def objectives_problem(settings: RunSettings) -> str | None:
+    """Why `settings.objectives` cannot be searched, or None."""
+    objectives = tuple(as_list(settings.objectives))
+    if objectives not in OBJECTIVE_SETS:
+        return (f"{list(objectives)} is not one of {', '.join(str(list(o)) for o in OBJECTIVE_SETS)} (\"mdice\" is "
+                f"the validation score [run].objective ranks by; \"latency_ms\" each model's ms per frame, minimised)")
+    if "latency_ms" in objectives and settings.latency == "none":
+        return "\"latency_ms\" needs the trials timed; latency = \"none\" times nothing"
+    if len(objectives) > 1 and settings.sampler == "gp":
+        return f"sampler 'gp' with two objectives: use 'tpe' or 'nsga2' ({LATENCY_GP_PROBLEM.split(': ')[1]})"
+    return None
 
 
 def _space_entry(key: str, value: Any, base: TrainConfig, where: str) -> list[Any] | Range:
@@ -336,7 +367,8 @@ def refit_study(source: StudySpec, settings: RefitSettings) -> StudySpec:
     settings = settings.resolved(source.base)
     folds = f", {settings.folds}-fold cross-validation" if settings.folds else ""
     return dataclasses.replace(
-        source, name=f"{source.name}{REFIT_SUFFIX}", run=dataclasses.replace(source.run, pruner="none", max_latency_ms=0.0),
+        source, name=f"{source.name}{REFIT_SUFFIX}", run=dataclasses.replace(source.run, pruner="none", max_latency_ms=0.0,
+                                                                           objectives=("mdice",)),
         base=dataclasses.replace(source.base, image_size=settings.image_size, epochs=settings.epochs),
         description=f"refit of {source.name}: its {settings.top} best configurations at {settings.image_size} px, "
                     f"{settings.epochs} epochs, {settings.seeds} seeds{folds}", refit=settings)

@@ -19,10 +19,10 @@ from typing import Any
 
 from polyp.architectures import ARCHITECTURES
 from polyp.config import ConfigError, TrainConfig, check_image_size, parse_config
-from search.study.definition import StudySpec
+from search.study.definition import StudySpec, objectives_problem
 
 FORCED_FIELDS = ("epochs", "image_size", "device", "threads", "loader_workers", "encoder_weights")  # set for every trial by a command line
-RUN_FLAGS = ("data", "test_list", "groups", "val_data", "val_limit", "objective", "sampler", "pruner",
+RUN_FLAGS = ("data", "test_list", "groups", "val_data", "val_limit", "objective", "objectives", "sampler", "pruner",
              "seed")  # [run] settings a command line replaces
 
 
@@ -61,6 +61,9 @@ def with_command_line(spec: StudySpec, settings: CommandSettings) -> StudySpec:
                                for name, value in settings.run.items()})
     if problem := run.data_problem(objective=False):  # the objective: check_objective, once the sets are known
         raise ConfigError(data_message(spec, settings, *problem))
+    if problem := objectives_problem(run):
+        where = "--objectives" if "objectives" in settings.run else f"study {spec.name}'s [run].objectives"
+        raise ConfigError(f"{where}: {problem}")
     forced = dict(settings.training)
     base = spec.base
     if "image_size" in forced:

@@ -35,7 +35,8 @@ def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
 
 
 def build_sampler(name: str, spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
-    """The sampler `name` (tpe, random, gp, grid), seeded."""
+    """The sampler `name` (tpe, random, gp, grid, nsga2), seeded; TPE, NSGA-II, random and grid also search
+    two objectives (`[run].objectives`)."""
     startup = spec.run.startup_trials
     makers = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
@@ -43,6 +44,8 @@ def build_sampler(name: str, spec: StudySpec, seed: int) -> optuna.samplers.Base
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup),
         "grid": lambda: optuna.samplers.GridSampler(grid_space(spec), seed=seed),
+        # NSGA-II: each generation holds startup_trials trials (at least 4); the first is sampled at random
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, startup)),
     }
     if name not in makers:
         raise StudyError(f"sampler: {name!r} is not one of {', '.join(SAMPLERS)}")

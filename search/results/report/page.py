@@ -98,7 +98,9 @@ def index_html(parts: ReportParts) -> str:
               "speed_front.png": "validation score against latency per frame, with the Pareto front (PNG)"}
     body += [f"<li>{_link(path, labels.get(name, name))}</li>" for name, path in parts.files.items()]
     for name, (title, _) in OPTUNA_PLOTS.items():
-        written = parts.optuna_plots.get(name, "not drawn")
+        if name not in parts.optuna_plots:  # the Pareto front of a single-objective study
+            continue
+        written = parts.optuna_plots[name]
         body.append(f"<li>{_link(written, title)}</li>" if isinstance(written, Path)
                     else f'<li class="skipped">{html.escape(title)}: skipped ({html.escape(written)})</li>')
     body.append("</ul>")

@@ -13,6 +13,7 @@ from polyp.checkpoint import CheckpointError, CheckpointInfo, load_checkpoint
 from polyp.data import ImageSet
 from polyp.plots import gradcam_sheet, predict_masks, prediction_sheet
 from search.engine.artifacts import checkpoint_folder
+from search.engine.record import trial_value
 
 
 def load_trial_model(files: TrialFiles, trial: FrozenTrial, image_size: int) -> tuple[nn.Module, CheckpointInfo]:
@@ -56,7 +57,7 @@ def prediction_sheets(files: TrialFiles, trials: list[FrozenTrial], sample: Imag
         except CheckpointError as error:
             sheets[trial.number] = str(error)
             continue
-        title = f"{files.study_name} trial {trial.number} (val mDice {trial.value:.4f})"
+        title = f"{files.study_name} trial {trial.number} (val mDice {trial_value(trial):.4f})"
         sheets[trial.number] = prediction_sheet(sample, predict_masks(model, sample, (info.mean, info.std)), folder / f"predictions-trial-{trial.number}.png",
                                                 title)
     return sheets

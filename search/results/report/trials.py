@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from plotly.subplots import make_subplots  # noqa: E402
 
 from polyp.io import atomic_path  # noqa: E402
-from search.engine.record import TrialRecord, set_scores  # noqa: E402
+from search.engine.record import TrialRecord, set_scores, trial_value  # noqa: E402
 
 CURVES = (("train_loss", "train loss"), ("val_loss", "validation loss"), ("val_mdice", "validation mDice (per-image mean)"))
 LINE_STYLES = {"COMPLETE": ("solid", "-"), "PRUNED": ("dot", ":"), "RUNNING": ("dashdot", "-."), "FAIL": ("dash", "--")}
@@ -147,7 +147,9 @@ OPTUNA_PLOTS: dict[str, tuple[str, Callable[[optuna.Study], go.Figure]]] = {
     "param_importances": ("Parameter importances", optuna.visualization.plot_param_importances),
     "parallel_coordinate": ("Parallel coordinates", optuna.visualization.plot_parallel_coordinate),
     "slice": ("Slice plots", optuna.visualization.plot_slice),
+    "pareto_front": ("Pareto front of mDice and latency (Optuna's)", optuna.visualization.plot_pareto_front),
 }
+MULTI_OBJECTIVE_ONLY = ("pareto_front",)  # drawn for a study of [run].objectives = ["mdice", "latency_ms"] only
 
 
 def _why_not(name: str, complete: list[FrozenTrial]) -> str | None:
@@ -172,14 +174,20 @@ def write_optuna_plots(study: optuna.Study, folder: Path) -> dict[str, Path | st
         plot name -> the HTML written, or the reason it was skipped.
     """
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    multi = len(study.directions) > 1
     written: dict[str, Path | str] = {}
     for name, (_, plot) in OPTUNA_PLOTS.items():
+        if name in MULTI_OBJECTIVE_ONLY and not multi:
+            continue
         reason = _why_not(name, complete)
         if reason is None:
+            # Two objectives: the pareto front draws both, the other plots the first (validation mDice)
+            options = {} if not multi or name in MULTI_OBJECTIVE_ONLY else {"target": trial_value,
+                                                                              "target_name": "val mDice"}
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    written[name] = write_figure_html(plot(study), folder / f"{name}.html")
+                    written[name] = write_figure_html(plot(study, **options), folder / f"{name}.html")
                 continue
             except (ValueError, RuntimeError, ZeroDivisionError) as error:
                 reason = f"Optuna could not draw it: {error}"
