@@ -148,3 +148,22 @@ def test_the_command_line_asks_for_both_objectives_and_a_sampler_that_cannot_is_
     assert run_main([*common, "--objectives", "mdice", "latency_ms", "--n-trials", "2"]) == 0
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}")
     assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
+
+
+def test_optuna_dashboard_serves_the_pareto_front_with_the_objectives_names(searched):
+    import json
+    from wsgiref.util import setup_testing_defaults
+
+    from search.engine.artifacts import open_artifact_store
+    from search.results.dashboard_app import dashboard_app
+
+    study = searched["study"]
+    app = dashboard_app(study._storage, open_artifact_store(searched["folder"] / "runs"))
+    environ = {"PATH_INFO": f"/api/studies/{study._study_id}", "QUERY_STRING": "after=0"}
+    setup_testing_defaults(environ)
+    answer = {}
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: answer.update(status=status)))
+    assert answer["status"].startswith("200"), answer
+    detail = json.loads(body)
+    assert len(detail["directions"]) == 2 and detail["objective_names"] == ["mdice", "latency_ms"]
+    assert sorted(t["number"] for t in detail["best_trials"]) == sorted(t.number for t in study.best_trials)
