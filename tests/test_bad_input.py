@@ -35,6 +35,7 @@ name = "{STUDY}"
 [run]
 sampler = "random"
 pruner = "none"
+latency = "torch"
 sample_images = 1
 val_fraction = 0.25
 test_fraction = 0.25

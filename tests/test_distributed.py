@@ -40,9 +40,10 @@ warmup_epochs = 1
 sample_images = 1
 val_fraction = 0.25
 test_fraction = 0.25
+latency = "torch"
 [train]
 arch = "linknet"
-encoder = "resnet18"
+encoder = "mobilenet_v2"
 encoder_depth = 3
 encoder_weights = "none"
 image_size = 32

@@ -28,6 +28,7 @@ STUDY = """
 name = "csvgrid"
 [run]
 pruner = "median"
+latency = "torch"  # no ONNX export per trial: the tests read no ONNX figure
 startup_trials = 2
 pruner_startup_trials = 2
 warmup_epochs = 1
