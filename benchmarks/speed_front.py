@@ -15,24 +15,25 @@ Running it again resumes the search and skips what is exported and scored.
 
     .venv/bin/python benchmarks/speed_front.py --kvasir ../shared/data/kvasir-seg \
         --test-list ../shared/data/splits/pranet_test_kvasir.txt --study pretrained --trials 8 \
-        --image-size 128 --epochs 6 --threads 2 --out runs/bench-speed-front
+        --image-size 128 --epochs 4 --threads 1 --out runs/bench-speed-front
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import optuna
-import torch
 from commands import evaluated_mdice, step  # benchmarks/commands.py, beside this script
 
 from polyp.checkpoint import load_checkpoint
 from polyp.latency import measure_latency
 from polyp.onnx_export import ONNX_FILE
 from search.engine.record import TrialRecord, trial_value
+from search.study.definition import load_study
 
 KEYS = ("arch", "encoder", "encoder_depth", "decoder_attention", "lr", "batch_size", "loss", "augment")
 
@@ -77,10 +78,9 @@ def main(argv: list[str] | None = None) -> int:
                     "--objectives", "mdice", "latency_ms", "--sampler", args.sampler, "--n-trials", str(args.trials),
                     "--image-size", str(args.image_size), "--epochs", str(args.epochs), "--threads", str(args.threads),
                     "--quiet"])
-    study = optuna.load_study(study_name=Path(args.study).stem if args.study.endswith(".toml") else args.study,
-                              storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    study = optuna.load_study(study_name=load_study(args.study).name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    threads = args.time_threads or torch.get_num_threads()
+    threads = args.time_threads or os.cpu_count() or 1
     rows = []
     for trial in complete:
         export = out / f"trial-{trial.number}"
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     test_front = front(rows, "test_mdice", "onnx_ms")
     fps = f"fps_{args.fps_size}"
     print(f"\n{len(rows)} complete trials at {args.image_size} px, {args.epochs} epochs; timed with {threads} threads "
-          f"(v: on the validation Pareto front, t: on the test-list front of mDice against ONNX Runtime ms)")
+          f"(v: on the search's Pareto front, validation score against the ms timed in the search, the faster "
+          f"runtime; t: on the test-list front of mDice against the ONNX Runtime ms timed here)")
     print(f"{'trial':>5} {'front':>5} {'val mDice':>9} {'test mDice':>10} {'ONNX ms':>8} {'torch ms':>8} "
           f"{f'fps at {args.fps_size}':>10}  config")
     for row in sorted(rows, key=lambda r: r["onnx_ms"]):
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = " ".join(f"{k}={v}" for k, v in row["config"].items() if v is not None)
         print(f"{row['trial']:>5} {mark:>5} {row['val_mdice']:>9.4f} {row['test_mdice']:>10.4f} {row['onnx_ms']:>8.1f} "
               f"{row['torch_ms']:>8.1f} {row[fps]:>10.1f}  {settings}")
-    fastest = min(rows, key=lambda r: r["fastest_ms"])
+    fastest = min(rows, key=lambda r: r["fastest_ms"])  # with the runtime polyp.predict --runtime auto keeps
     accurate = max(rows, key=lambda r: r["val_mdice"])  # the one a search would deliver: chosen by validation
     for name, row in (("fastest", fastest), ("most accurate (by validation)", accurate)):
         print(f"{name}: trial {row['trial']}, {1000 / row['fastest_ms']:.1f} fps at {args.image_size} px, "

@@ -44,8 +44,9 @@ class Search:
 
     def start(self, trainer: Callable, verbose: bool, timeout: float | None) -> str:
         spec = self.session.spec
+        pruner = "none (two objectives)" if spec.run.multi_objective else spec.run.pruner
         print(f"study {spec.name}: target {self.n_trials} finished trials, sampler {spec.run.sampler}, pruner "
-              f"{spec.run.pruner}, {spec.base.epochs} epochs at {spec.base.image_size} px, "
+              f"{pruner}, {spec.base.epochs} epochs at {spec.base.image_size} px, "
               f"{self.data.describe(spec.base.image_size)}, worker pid {os.getpid()}", flush=True)
         for note in self.data.notes():
             print(note, flush=True)

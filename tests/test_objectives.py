@@ -91,15 +91,16 @@ def test_going_on_with_other_objectives_is_refused_and_nothing_is_lost(searched,
     code = run_main(["--study", str(single), *searched["common"][2:], "--n-trials", "5",
                      "--trainer", "search.testing:fake_fit"])
     assert code == 2
-    assert ("study tiny: it was created with objectives [mdice, latency_ms], the study now asks for [mdice]"
-            in capsys.readouterr().err)
+    said = capsys.readouterr().err
+    assert "study tiny: it was created with objectives [mdice, latency_ms], this command asks for [mdice]" in said
+    assert "give --objectives mdice latency_ms (or set [run].objectives so)" in said
     assert len(searched["study"].get_trials()) == 4
 
 
 @pytest.mark.parametrize(("run", "message"), [
     ({"objectives": ["latency_ms"]}, r"\[run\].objectives: \['latency_ms'\] is not one of \['mdice'\], \['mdice', 'latency_ms'\]"),
     ({"objectives": ["mdice", "latency_ms"], "latency": "none"}, r"\[run\].objectives: \"latency_ms\" needs the trials timed"),
-    ({"objectives": ["mdice", "latency_ms"], "sampler": "gp", "pruner": "none"}, r"\[run\].objectives: sampler 'gp' with two objectives"),
+    ({"objectives": ["mdice", "latency_ms"], "sampler": "gp", "max_latency_ms": 33.0}, r"sampler 'gp' cannot learn a latency limit"),
     ({"objectives": 3}, r"\[run\].objectives: expected a string or a list of strings, got 3"),
 ])
 def test_bad_objectives_are_refused_with_the_key(run, message):
@@ -119,7 +120,8 @@ def test_a_study_without_objectives_stays_single_objective_and_a_refit_ranks_by_
 
 
 @pytest.mark.usefixtures("search_cache")
-def test_tpe_searches_both_objectives_under_a_latency_limit(synthetic_data, tmp_path):
+@pytest.mark.parametrize("sampler", ["tpe", "gp"])
+def test_tpe_and_gp_search_both_objectives_and_each_epoch_is_kept_for_the_curves(sampler, synthetic_data, tmp_path):
     from dataclasses import replace
 
     from search_fixtures import tiny_spec
@@ -129,22 +131,33 @@ def test_tpe_searches_both_objectives_under_a_latency_limit(synthetic_data, tmp_
     from search.testing import fake_fit
 
     spec = tiny_spec()
-    spec = replace(spec, run=replace(spec.run, objectives=("mdice", "latency_ms"), max_latency_ms=1e6, startup_trials=2))
-    study = optuna.create_study(directions=spec.run.directions, sampler=build_sampler("tpe", spec, 0))
+    from search.results.report.trials import curves
+
+    limit = 1e6 if sampler == "tpe" else 0.0  # gp: no limit (it cannot learn one)
+    spec = replace(spec, run=replace(spec.run, objectives=("mdice", "latency_ms"), max_latency_ms=limit,
+                                     startup_trials=2, sampler=sampler))
+    study = optuna.create_study(directions=spec.run.directions, sampler=build_sampler(sampler, spec, 0))
     study.optimize(Objective(spec, synthetic_data, tmp_path / "run", trainer=fake_fit, verbose=False), n_trials=3)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
-    assert all(len(t.values) == 2 and t.constraints["latency_ms"] < 0 for t in study.trials)
+    assert all(len(t.values) == 2 for t in study.trials)
+    if limit:
+        assert all(t.constraints["latency_ms"] < 0 for t in study.trials)
+    record = TrialRecord.of(study.trials[0])
+    assert sorted(record.intermediate) == list(range(1, spec.base.epochs + 1))  # each epoch, without Trial.report
+    assert curves(study.trials[0]) and record.epochs == spec.base.epochs
 
 
-def test_the_command_line_asks_for_both_objectives_and_a_sampler_that_cannot_is_refused(tmp_path, synthetic_dir,
+def test_the_command_line_asks_for_both_objectives_and_untimed_trials_are_refused(tmp_path, synthetic_dir,
                                                                                           capsys):
     from search.run import main as run_main
 
     common = ["--study", str(_study_file(tmp_path, None)), "--run-dir", str(tmp_path / "runs"), "--data",
               str(synthetic_dir), "--trainer", "search.testing:fake_fit", "--quiet"]
-    assert run_main([*common, "--objectives", "mdice", "latency_ms", "--sampler", "gp", "--pruner", "none",
-                     "--n-trials", "1"]) == 2
-    assert "--objectives: sampler 'gp' with two objectives: use 'tpe' or 'nsga2'" in capsys.readouterr().err
+    untimed = {table: dict(entries) for table, entries in TINY_STUDY.items()}
+    untimed["run"]["latency"] = "none"
+    assert run_main([*common[:0], "--study", str(write_study(tmp_path, untimed, "untimed.toml")), *common[2:],
+                     "--objectives", "mdice", "latency_ms", "--n-trials", "1"]) == 2
+    assert '--objectives: "latency_ms" needs the trials timed' in capsys.readouterr().err
     assert run_main([*common, "--objectives", "mdice", "latency_ms", "--n-trials", "2"]) == 0
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}")
     assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
@@ -167,3 +180,15 @@ def test_optuna_dashboard_serves_the_pareto_front_with_the_objectives_names(sear
     detail = json.loads(body)
     assert len(detail["directions"]) == 2 and detail["objective_names"] == ["mdice", "latency_ms"]
     assert sorted(t["number"] for t in detail["best_trials"]) == sorted(t.number for t in study.best_trials)
+
+
+def test_a_refit_of_a_two_objective_search_ranks_by_mdice_even_with_the_flag(searched, capsys):
+    from search.refit import main as refit_main
+
+    code = refit_main([*searched["common"], "--objectives", "mdice", "latency_ms", "--top", "1", "--seeds", "1",
+                       "--image-size", "32", "--epochs", "1", "--trainer", "search.testing:fake_fit", "--quiet"])
+    said = capsys.readouterr()
+    assert code == 0, said.err
+    assert "search.refit ranks its runs by the validation score alone" in said.err
+    refit = optuna.load_study(study_name="tiny.refit", storage=f"sqlite:///{searched['folder'] / 'runs' / 'optuna.db'}")
+    assert len(refit.directions) == 1 and [t.state.name for t in refit.trials] == ["COMPLETE"]

@@ -27,6 +27,7 @@ from search.engine.record import (
     record_latency_constraint,
     record_outputs,
     record_overhead,
+    record_reported,
     record_result,
     record_start,
     record_too_slow,
@@ -51,11 +52,15 @@ class OptunaReporter:
     def __init__(self, trial: optuna.trial.Trial, epochs: int):
         self.trial, self.epochs = trial, epochs
         self.pruned_at: int | None = None
+        self.reported: dict[int, float] = {}
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, Any]) -> bool:
-        if len(self.trial.study.directions) > 1:  # Optuna reports and prunes single-objective studies only
+        value = metrics.get("objective", metrics["val_mdice"])
+        if len(self.trial.study.directions) > 1:  # Optuna reports and prunes single-objective studies only:
+            self.reported[epoch] = value  # kept as a user attribute, for the report's curves while it runs
+            record_reported(self.trial, self.reported)
             return False
-        self.trial.report(metrics.get("objective", metrics["val_mdice"]), step=epoch)
+        self.trial.report(value, step=epoch)
         if epoch < self.epochs and self.trial.should_prune():  # after the last epoch there is nothing to save
             self.pruned_at = epoch
             return True
@@ -178,6 +183,6 @@ class Objective:
             score = (f"val mDice {last['val_mdice']:.4f}" if last.get("objective", last["val_mdice"]) == last["val_mdice"]
                      else f"objective {last['objective']:.4f}, val mDice {last['val_mdice']:.4f}")
             raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at} ({score})")
-        if self.spec.run.multi_objective:  # [run].objectives = ["mdice", "latency_ms"]
+        if len(trial.study.directions) > 1:  # [run].objectives = ["mdice", "latency_ms"]
             return result.objective, Latency(**latency).fastest_ms
         return result.objective

@@ -116,8 +116,10 @@ class TrialRecord:
         """The record of a stored trial (attributes it does not have take their defaults)."""
         attrs = trial.user_attrs
         known = {name: attrs[name] for name in _ATTRIBUTES if attrs.get(name) is not None}
+        reported = dict(trial.intermediate_values) or {int(epoch): value for epoch, value in
+                                                       (attrs.get(REPORTED) or {}).items()}
         return cls(trial.number, trial.state, trial_value(trial), dict(trial.params), trial_seconds(trial),
-                   dict(trial.intermediate_values), **known)
+                   reported, **known)
 
     @property
     def epochs(self) -> int:
@@ -189,6 +191,14 @@ def record_latency_constraint(trial: optuna.trial.Trial, over_ms: float) -> None
     copies it): the same configuration, timed before."""
     if "latency_ms" not in trial.constraints:
         trial.set_constraint("latency_ms", over_ms)
+
+
+REPORTED = "reported"  # a two-objective trial's value per epoch (Optuna's Trial.report takes one objective only)
+
+
+def record_reported(trial: optuna.trial.Trial, reported: dict[int, float]) -> None:
+    """The objective of each epoch so far, of a trial Optuna cannot report to (a two-objective study)."""
+    trial.set_user_attr(REPORTED, {str(epoch): value for epoch, value in reported.items()})
 
 
 def record_too_slow(trial: optuna.trial.Trial, reason: str) -> None:

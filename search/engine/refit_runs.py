@@ -9,6 +9,7 @@ several workers share them. `--folds F` splits the non-test images into F folds,
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -129,6 +130,10 @@ def open_refit(request: StudyRequest, given: dict[str, int]) -> tuple[Session, S
     settings = merged.resolved(source.spec.base)
     forced = request.settings.with_training(image_size=settings.image_size, epochs=settings.epochs)
     spec = with_command_line(refit_study(source.spec, settings), forced)
+    if spec.run.multi_objective:  # --objectives copied from the search's command line
+        print("note: search.refit ranks its runs by the validation score alone (each run is still timed, for "
+              "search.export --max-latency-ms); --objectives is not used", file=sys.stderr, flush=True)
+        spec = dataclasses.replace(spec, run=dataclasses.replace(spec.run, objectives=("mdice",)))
     check_imagenet_available(spec)  # before any run, as search.run does
     study = optuna.create_study(study_name=spec.name, storage=source.storage, direction="maximize",
                                 load_if_exists=True, pruner=build_pruner("none", spec))

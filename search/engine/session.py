@@ -126,7 +126,8 @@ def open_session(request: StudyRequest, create: bool = True, spec: StudySpec | N
         if spec.run.multi_objective:
             pruner = optuna.pruners.NopPruner()
             print(f"note: study {spec.name} searches {' and '.join(as_list(spec.run.objectives))} together: "
-                  f"{MULTI_OBJECTIVE_PRUNING} (pruner {spec.run.pruner!r} is not used)", file=sys.stderr, flush=True)
+                  f"{MULTI_OBJECTIVE_PRUNING}{f' (pruner {spec.run.pruner!r} is not used)' if spec.run.pruner != 'none' else ''}",
+                  file=sys.stderr, flush=True)
         check_imagenet_available(spec)  # commands that train: stop before any trial, not in every trial
     given = Path(request.run_dir) if request.run_dir else None
     run_dir = given or Path(DEFAULT_RUN_DIR)
@@ -201,17 +202,16 @@ def with_stored_data(spec: StudySpec, study: optuna.Study, request: StudyRequest
 def check_same_objectives(storage: optuna.storages.RDBStorage, spec: StudySpec) -> None:
     """Refuses to go on with a stored study that optimises other objectives than `[run].objectives` (Optuna keeps
     a study's directions as it was created), naming both."""
-    stored = next((s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-                   if s.study_name == spec.name), None)
-    if stored is None:
+    try:
+        stored = storage.get_study_directions(storage.get_study_id_from_name(spec.name))
+    except KeyError:  # a new study
         return
-    wanted = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
-              for d in spec.run.directions]
-    if list(stored.directions) != wanted:
-        before = "mdice, latency_ms" if len(stored.directions) > 1 else "mdice"
-        raise StudyError(f"study {spec.name}: it was created with objectives [{before}], the study now asks for "
-                         f"[{', '.join(as_list(spec.run.objectives))}]; Optuna cannot change a study's objectives: "
-                         f"run it as a new study (another --storage or study file)")
+    if len(stored) != len(spec.run.directions):
+        before = ["mdice", "latency_ms"] if len(stored) > 1 else ["mdice"]
+        raise StudyError(f"study {spec.name}: it was created with objectives [{', '.join(before)}], this command asks "
+                         f"for [{', '.join(as_list(spec.run.objectives))}]; Optuna cannot change a study's objectives: "
+                         f"give --objectives {' '.join(before)} (or set [run].objectives so), or run a new study "
+                         f"(another --storage or study file)")
 
 
 def check_same_latency_limit(study: optuna.Study, spec: StudySpec) -> None:

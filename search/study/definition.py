@@ -252,8 +252,8 @@ def _run_settings(table: dict, where: str) -> RunSettings:
         raise StudyError(f"{where}[run].sampler: {settings.sampler!r} is not one of {', '.join(SAMPLERS)}")
     if settings.pruner not in PRUNERS:
         raise StudyError(f"{where}[run].pruner: {settings.pruner!r} is not one of {', '.join(PRUNERS)}")
-    if problem := sampler_pruner_problem(settings.sampler, settings.pruner):
-        raise StudyError(f"{where}[run].sampler/pruner: {problem}")
+    if not settings.multi_objective and (problem := sampler_pruner_problem(settings.sampler, settings.pruner)):
+        raise StudyError(f"{where}[run].sampler/pruner: {problem}")  # two objectives: nothing is pruned
     if settings.latency not in LATENCY_MODES:
         raise StudyError(f"{where}[run].latency: {settings.latency!r} is not one of {', '.join(LATENCY_MODES)}")
     if settings.max_latency_ms < 0:
@@ -275,8 +275,6 @@ def objectives_problem(settings: RunSettings) -> str | None:
                 f"the validation score [run].objective ranks by; \"latency_ms\" each model's ms per frame, minimised)")
     if "latency_ms" in objectives and settings.latency == "none":
         return "\"latency_ms\" needs the trials timed; latency = \"none\" times nothing"
-    if len(objectives) > 1 and settings.sampler == "gp":
-        return f"sampler 'gp' with two objectives: use 'tpe' or 'nsga2' ({LATENCY_GP_PROBLEM.split(': ')[1]})"
     return None
 
 

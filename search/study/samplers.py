@@ -63,9 +63,10 @@ def seeded_sampler(spec: StudySpec, trial_number: int) -> optuna.samplers.BaseSa
 def build_pruner(name: str, spec: StudySpec) -> optuna.pruners.BasePruner:
     """The pruner `name` (median, hyperband, sha, none) with the study's warm-up and epochs.
 
-    Refuses a pruner the study's sampler cannot search under (gp learns from complete trials only).
+    Refuses a pruner the study's sampler cannot search under (gp learns from complete trials only); a
+    two-objective study is never pruned (the caller uses Optuna's NopPruner), so any pair goes there.
     """
-    if problem := sampler_pruner_problem(spec.run.sampler, name):
+    if not spec.run.multi_objective and (problem := sampler_pruner_problem(spec.run.sampler, name)):
         raise StudyError(f"--sampler/--pruner: {problem}")
     warmup, epochs = spec.run.warmup_epochs, spec.base.epochs
     makers = {

@@ -67,8 +67,9 @@ def curves(trial: FrozenTrial) -> dict[str, tuple[list[int], list[float]]]:
     history = TrialRecord.of(trial).history
     if history:
         return {key: ([h["epoch"] for h in history if key in h], [h[key] for h in history if key in h]) for key, _ in CURVES}
-    steps = sorted(trial.intermediate_values)
-    return {"val_mdice": (steps, [trial.intermediate_values[s] for s in steps])} if steps else {}
+    reported = TrialRecord.of(trial).intermediate  # Optuna's, or a two-objective trial's own record
+    steps = sorted(reported)
+    return {"val_mdice": (steps, [reported[s] for s in steps])} if steps else {}
 
 
 def _label(trial: FrozenTrial, best: int | None) -> str:
@@ -183,7 +184,7 @@ def write_optuna_plots(study: optuna.Study, folder: Path) -> dict[str, Path | st
         if reason is None:
             # Two objectives: the pareto front draws both, the other plots the first (validation mDice)
             options = {} if not multi or name in MULTI_OBJECTIVE_ONLY else {"target": trial_value,
-                                                                              "target_name": "val mDice"}
+                                                                              "target_name": "validation score"}
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
