@@ -89,10 +89,10 @@ def _argv(tmp_path: Path, trainer: str, trials: int) -> list[str]:
 
 
 def test_two_workers_share_the_study_and_their_lines_are_prefixed(tmp_path: Path, capsys):
-    assert run_main(_argv(tmp_path, "search.testing:fake_fit", 6)) == 0
+    assert run_main(_argv(tmp_path, "search.testing:fake_fit", 4)) == 0
     printed = capsys.readouterr().out
     study = _study(tmp_path / "runs")
-    assert finished_count(study) == 6 and len(study.trials) == 6
+    assert finished_count(study) == 4 and len(study.trials) == 4
     assert len({TrialRecord.of(t).worker for t in study.trials}) == 2, "both workers ran trials"
     assert re.search(r"^\[worker 1\] trial \d+ ", printed, re.MULTILINE)
     assert re.search(r"^\[worker 2\] trial \d+ ", printed, re.MULTILINE)
