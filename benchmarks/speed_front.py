@@ -33,19 +33,10 @@ from polyp.checkpoint import load_checkpoint
 from polyp.latency import measure_latency
 from polyp.onnx_export import ONNX_FILE
 from search.engine.record import TrialRecord, trial_value
+from search.results.report.speed import SpeedPoint, pareto_front
 from search.study.definition import load_study
 
 KEYS = ("arch", "encoder", "encoder_depth", "decoder_attention", "lr", "batch_size", "loss", "augment")
-
-
-def front(rows: list[dict], value: str, ms: str) -> set[int]:
-    """Trial numbers no other row beats on both `value` (higher) and `ms` (lower)."""
-    best, kept = float("-inf"), set()
-    for row in sorted(rows, key=lambda r: (r[ms], -r[value])):
-        if row[value] > best:
-            kept.add(row["trial"])
-            best = row[value]
-    return kept
 
 
 def timed(folder: Path, size: int, threads: int) -> dict:
@@ -102,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no complete trial")
         return 1
     val_front = {t.number for t in study.best_trials}
-    test_front = front(rows, "test_mdice", "onnx_ms")
+    test_front = {point.number for point in pareto_front(
+        [SpeedPoint(row["trial"], row["test_mdice"], row["onnx_ms"], "onnx", "") for row in rows])}
     fps = f"fps_{args.fps_size}"
     print(f"\n{len(rows)} complete trials at {args.image_size} px, {args.epochs} epochs; timed with {threads} threads "
           f"(v: on the search's Pareto front, validation score against the ms timed in the search, the faster "

@@ -122,9 +122,8 @@ def open_session(request: StudyRequest, create: bool = True, spec: StudySpec | N
     spec = spec or request.spec()
     if create:  # before anything is written: build_pruner refuses a pair the sampler cannot search under
         check_objective(spec, request.settings)
-        pruner = build_pruner(spec.run.pruner, spec)
+        pruner = build_pruner(spec.run.pruner, spec)  # a two-objective study's: Optuna's NopPruner
         if spec.run.multi_objective:
-            pruner = optuna.pruners.NopPruner()
             print(f"note: study {spec.name} searches {' and '.join(as_list(spec.run.objectives))} together: "
                   f"{MULTI_OBJECTIVE_PRUNING}{f' (pruner {spec.run.pruner!r} is not used)' if spec.run.pruner != 'none' else ''}",
                   file=sys.stderr, flush=True)

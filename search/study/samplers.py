@@ -63,8 +63,8 @@ def seeded_sampler(spec: StudySpec, trial_number: int) -> optuna.samplers.BaseSa
 def build_pruner(name: str, spec: StudySpec) -> optuna.pruners.BasePruner:
     """The pruner `name` (median, hyperband, sha, none) with the study's warm-up and epochs.
 
-    Refuses a pruner the study's sampler cannot search under (gp learns from complete trials only); a
-    two-objective study is never pruned (the caller uses Optuna's NopPruner), so any pair goes there.
+    Refuses a pruner the study's sampler cannot search under (gp learns from complete trials only). A
+    two-objective study gets Optuna's NopPruner whatever `name` says: Optuna prunes single-objective studies only.
     """
     if not spec.run.multi_objective and (problem := sampler_pruner_problem(spec.run.sampler, name)):
         raise StudyError(f"--sampler/--pruner: {problem}")
@@ -79,4 +79,4 @@ def build_pruner(name: str, spec: StudySpec) -> optuna.pruners.BasePruner:
     }
     if name not in makers:
         raise StudyError(f"pruner: {name!r} is not one of {', '.join(PRUNERS)}")
-    return makers[name]()
+    return optuna.pruners.NopPruner() if spec.run.multi_objective else makers[name]()

@@ -64,10 +64,11 @@ def write_trials_csv(trials: list[FrozenTrial], path: Path) -> Path:
 
 def curves(trial: FrozenTrial) -> dict[str, tuple[list[int], list[float]]]:
     """Per-epoch series of a trial: its stored history, or the reported val mDice while it still runs."""
-    history = TrialRecord.of(trial).history
+    record = TrialRecord.of(trial)
+    history = record.history
     if history:
         return {key: ([h["epoch"] for h in history if key in h], [h[key] for h in history if key in h]) for key, _ in CURVES}
-    reported = TrialRecord.of(trial).intermediate  # Optuna's, or a two-objective trial's own record
+    reported = record.intermediate  # Optuna's, or a two-objective trial's own record
     steps = sorted(reported)
     return {"val_mdice": (steps, [reported[s] for s in steps])} if steps else {}
 
