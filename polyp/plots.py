@@ -142,3 +142,21 @@ def gradcam_sheet(model: torch.nn.Module, images: ImageSet, path: str | Path, ti
     rows = [(stem, [image, overlay(image, pred), heatmap_overlay(image, cam)])
             for stem, image, pred, cam in zip(images.stems, images.images, predictions, cams, strict=True)]
     return write_image(path, sheet(rows, ["image", "prediction", "Grad-CAM"], title))
+
+
+def reliability_plot(sets: dict[str, tuple[list[dict], float]], path: str | Path) -> Path:
+    """Observed polyp frequency against mean predicted probability per bin, a line per set with its ECE, and the
+    diagonal of a calibrated model (the rows and ECE of `polyp.evaluate.calibration.Reliability`)."""
+    figure, axis = plt.subplots(figsize=(4.8, 4.2))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    for name, (rows, ece) in sets.items():
+        points = [(row["mean_probability"], row["polyp_frequency"]) for row in rows if row["pixels"]]
+        if points:
+            axis.plot(*zip(*points, strict=True), marker="o", label=f"{name} (ECE {ece:.3f})")
+    axis.set_xlabel("predicted polyp probability (bin mean)")
+    axis.set_ylabel("share of those pixels that are polyp")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.legend(fontsize=7, loc="upper left")
+    axis.set_title("Reliability (every pixel, 10 bins)", fontsize=9)
+    return _save(figure, Path(path))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import heapq
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -40,9 +41,13 @@ def _small(array: np.ndarray, interpolation: int) -> np.ndarray:
     return cv2.resize(array, (SHEET_SIZE, SHEET_SIZE), interpolation=interpolation)
 
 
-def evaluate_set(data: EvalSet, predictors: list[Predictor], tta: str, threshold: float,
-                 batch_size: int) -> tuple[list[dict], list[ImageScores], list[tuple], float]:
-    """Scores every image of one data set; returns per-image rows, scores, the worst images and seconds."""
+def evaluate_set(data: EvalSet, predictors: list[Predictor], tta: str, threshold: float, batch_size: int,
+                 on_image: Callable[[np.ndarray, np.ndarray], None] | None = None
+                 ) -> tuple[list[dict], list[ImageScores], list[tuple], float]:
+    """Scores every image of one data set; returns per-image rows, scores, the worst images and seconds.
+
+    `on_image(probability, truth)` is also told every image's map and truth (at its own size), e.g. to draw a
+    reliability plot (polyp.evaluate.calibration)."""
     started = time.perf_counter()
     rows, scores, worst = [], [], []  # worst: a heap of (-dice, stem, image, truth, prediction), 8 kept
     for start in range(0, len(data.pairs), max(1, batch_size)):
@@ -56,6 +61,8 @@ def evaluate_set(data: EvalSet, predictors: list[Predictor], tta: str, threshold
         for pair, image, truth, probability in zip(chunk, images, truths,
                                                    ensemble_probabilities(predictors, images, tta), strict=True):
             score = score_image(probability, truth, threshold)
+            if on_image is not None:
+                on_image(probability, truth)
             scores.append(score)
             rows.append({"dataset": data.name, "stem": pair.stem, "width": image.shape[1], "height": image.shape[0],
                          "polyp_area": float(truth.mean()), **score.row()})

@@ -26,6 +26,7 @@ from search.engine.record import (
     record_latency,
     record_latency_constraint,
     record_outputs,
+    record_over_budget,
     record_overhead,
     record_reported,
     record_result,
@@ -90,6 +91,8 @@ class Objective:
     artifacts: object = None  # the artifact store (search.engine.artifacts); None: the run folder's
     verbose: bool = True
     data_for: Callable[[optuna.trial.Trial], PolypData] | None = None
+    budget: Any = None  # search.auto's stage budget (search.planning.clock.StageBudget): stops a trial at the epoch
+    # after which another would overrun its stage's share; None: no budget
     _warned: bool = field(default=False, init=False, repr=False)  # the unreachable latency limit was said
 
     def config_for(self, trial: optuna.trial.Trial) -> TrainConfig:
@@ -156,16 +159,21 @@ class Objective:
             if self.verbose:
                 print(f"  trial {trial.number} latency: {Latency(**latency).describe()}", flush=True)
             self.stop_if_too_slow(trial, Latency(**latency))
+        clock = self.budget.start(trial, cfg) if self.budget is not None else None  # prunes one that cannot fit
         reporter = OptunaReporter(trial, cfg.epochs)
         printer = PrintReporter(f"  trial {trial.number} ", cfg.epochs) if self.verbose else None
         data = self.data_for(trial) if self.data_for is not None else self.data
-        result = self.trainer(cfg, data, Reporters([printer, reporter]))
+        result = self.trainer(cfg, data, Reporters([printer, reporter, clock]))
         trained = time.perf_counter()
         facts = {**record_result(trial, result), **({"latency": latency} if latency else {})}
+        over_budget = bool(clock is not None and clock.reason and reporter.pruned_at is None and result.status == "stopped")
+        if over_budget:
+            record_over_budget(trial, clock.reason)
+        kept = over_budget and self.budget.keeps_stopped  # a refit run keeps its best epoch so far
         folder = trial_dir(self.run_dir, self.spec.name, trial.number)
         sample = self.data.test.subset(self.data.test.stems[: self.spec.run.sample_images])
         files = write_trial_files(folder, cfg, result, sample, f"{self.spec.name} trial {trial.number}",
-                                  keep_checkpoint=result.status in ("completed", "early_stopped"),
+                                  keep_checkpoint=result.status in ("completed", "early_stopped") or kept,
                                   facts={"metrics": {"val": result.best_val, "test": result.test},
                                          **({"latency": latency} if latency else {}),
                                          "study": self.spec.name, "trial": trial.number})
@@ -178,7 +186,9 @@ class Objective:
             raise TrialFailed(result.reason)
         if not result.best_epoch:
             raise TrialFailed("no epoch finished")
-        if result.status == "stopped":
+        if over_budget and not kept:
+            raise optuna.TrialPruned(clock.reason)
+        if result.status == "stopped" and not kept:
             last = result.history[-1]
             score = (f"val mDice {last['val_mdice']:.4f}" if last.get("objective", last["val_mdice"]) == last["val_mdice"]
                      else f"objective {last['objective']:.4f}, val mDice {last['val_mdice']:.4f}")

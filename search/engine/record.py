@@ -10,7 +10,7 @@ Keys (user attribute: what it holds):
     retry_of: the number of the trial this one repeats after that trial's worker died.
     config: the TrainConfig trained, as `TrainConfig.to_dict()`.
     status: how training ended ("completed", "early_stopped", "stopped", "diverged"; "too_slow": not trained, its
-        model is over the study's max_latency_ms).
+        model is over the study's max_latency_ms; "over_budget": stopped, or not trained, by search.auto's budget).
     reason: why training ended early ("" when it did not).
     epochs_run: epochs trained.
     best_epoch: the epoch whose weights were kept (0: none finished).
@@ -31,6 +31,7 @@ Keys (user attribute: what it holds):
     refit_source, refit_source_value, refit_seed, refit_fold, refit_values: a refit run (search.refit): the
         search trial whose configuration it trains again, that trial's value, its seed and fold (-1: the study's
         own validation split), and the TrainConfig values it trains.
+    stage_source: the trial of search.auto's previous stage whose configuration a stage-2 trial trains again.
 
 Study attributes (kept on the study, also only here): run_data (the data sets, test lists, validation sets and
 objective its trials train and rank by),
@@ -207,6 +208,12 @@ def record_too_slow(trial: optuna.trial.Trial, reason: str) -> None:
     trial.set_user_attr("reason", reason)
 
 
+def record_over_budget(trial: optuna.trial.Trial, reason: str) -> None:
+    """A trial that search.auto's budget stopped early or did not let start (its stage's share ran out)."""
+    trial.set_user_attr("status", "over_budget")
+    trial.set_user_attr("reason", reason)
+
+
 def record_result(trial: optuna.trial.Trial, result: TrainResult) -> dict[str, Any]:
     """How training went; returns the facts written (without the history), for notes and hooks."""
     facts = {
@@ -253,6 +260,19 @@ def refit_attributes(source: FrozenTrial, seed: int, fold: int, values: dict[str
     """The user attributes a refit run is enqueued with (search.refit)."""
     return {"refit_source": source.number, "refit_source_value": trial_value(source), "refit_seed": seed,
             "refit_fold": fold, "refit_values": values}
+
+
+STAGE_SOURCE = "stage_source"
+
+
+def stage_source_attributes(source: FrozenTrial) -> dict[str, Any]:
+    """The user attributes a search.auto stage-2 trial is enqueued with: the stage-1 trial it trains again."""
+    return {STAGE_SOURCE: source.number}
+
+
+def stage_source(trial: AnyTrial) -> int | None:
+    """The stage-1 trial a search.auto stage-2 trial trains again (None: not such a trial)."""
+    return trial.user_attrs.get(STAGE_SOURCE)
 
 
 RUN_DATA = "run_data"  # the study attribute: the data folder and test list its trials trained on

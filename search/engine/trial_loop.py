@@ -45,6 +45,8 @@ def trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
         value = f"pruned at epoch {last} ({record.intermediate[last]:.4f})"
     elif record.state == TrialState.PRUNED and record.status == "too_slow":
         value = f"pruned before training: {record.reason}"
+    elif record.status == "over_budget":
+        value = f"{value} (budget: {record.reason})" if record.state == TrialState.COMPLETE else f"pruned by the budget: {record.reason}"
     top = top_trials(study, 1)
     best = f"best {trial_value(top[0]):.4f} (trial {top[0].number})" if top else "best -"
     seconds, overhead = record.seconds or 0.0, record.overhead_seconds

@@ -26,15 +26,19 @@ def describe(scores: dict) -> str:
             f"Sα {scores['sm']:.4f}, mean Eφ {scores['em_mean']:.4f}, MAE {scores['mae']:.4f}")
 
 
-def _test_parts(run, split: Split, image_size: int) -> list[tuple[Path, list[str]]]:
-    """(folder, test stems) of each training set: one folder, or each set's part of a split of several."""
+def split_parts(run, split: Split, image_size: int, which: str = "test") -> list[tuple[str, Path, list[str]]]:
+    """(set name, folder, stems) of each training set's part of the split's `which` images ("test" or "val"):
+    one folder, or each set's part of a split of several."""
+    stems_of = getattr(split, which)
     if not split.sets:
-        return [(resolve_data_dir(run.sources()[0].folder, run.synthetic_count, synthetic_size=image_size), split.test)]
+        source = run.sources()[0]
+        return [(source.name, resolve_data_dir(source.folder, run.synthetic_count, synthetic_size=image_size), stems_of)]
     parts = []
     for source in run.sources():  # the folders as this machine names them (split.json keeps where it was made)
-        stems = [stem[len(source.name) + 1:] for stem in split.test if stem.startswith(f"{source.name}/")]
+        stems = [stem[len(source.name) + 1:] for stem in stems_of if stem.startswith(f"{source.name}/")]
         if stems:
-            parts.append((resolve_data_dir(source.folder, run.synthetic_count, synthetic_size=image_size), stems))
+            parts.append((source.name, resolve_data_dir(source.folder, run.synthetic_count, synthetic_size=image_size),
+                          stems))
     return parts
 
 
@@ -51,7 +55,7 @@ def score_test_split(session: Session, model: nn.Module, image_size: int, normal
     split = Split.load(manifest)
     predictor = Predictor(model, image_size, *normalization)
     scores, seconds = [], 0.0
-    for root, stems in _test_parts(run, split, session.spec.base.image_size):
+    for _, root, stems in split_parts(run, split, session.spec.base.image_size):
         _, part, _, spent = evaluate_set(eval_set("test", root, stems=stems), [predictor], "none", MASK_THRESHOLD, 8)
         scores += part
         seconds += spent

@@ -1,0 +1,135 @@
+"""What search.auto ships, decided on the validation images alone: the best refit run, or an ensemble of the
+winning configuration's runs or of each configuration's best run; test-time augmentation or not; the threshold.
+
+Every candidate is scored at the images' own sizes (mDice, as polyp.evaluate scores it) on each validation set
+(the in-domain split of every training set and every --val-data set), and ranked by the mean over the sets. A
+more costly candidate (more models, more TTA passes, a threshold further from 0.5) is chosen only when it beats
+the simplest one within `MARGIN` of the best: a gain smaller than that is within the noise of 100 images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from optuna.trial import FrozenTrial
+
+from polyp.data import DataError, Split, read_image
+from polyp.data.masks import read_raw_mask
+from polyp.evaluate.datasets import EvalSet, eval_set
+from polyp.predict import Predictor
+from polyp.tta import symmetries
+from search.engine.artifacts import checkpoint_folder
+from search.engine.record import trial_value
+from search.engine.session import Session
+from search.results.ensembles import top_runs, winner_runs
+from search.results.split_scores import split_parts
+from search.study.errors import StudyError
+
+TTA_CHOICES = ("none", "flip", "d4")
+THRESHOLDS = tuple(round(0.3 + 0.05 * step, 2) for step in range(9))  # 0.3 .. 0.7
+MARGIN = 0.002
+BATCH = 8
+
+
+@dataclass(frozen=True)
+class Candidate:
+    kind: str  # single | winner (the winning configuration's runs) | top (each configuration's best run)
+    runs: tuple[int, ...]  # refit trial numbers
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen candidate, its TTA and threshold, its validation mDice, and every candidate's score."""
+
+    candidate: Candidate
+    tta: str
+    threshold: float
+    val_mdice: float
+    scores: list[dict] = field(default_factory=list)  # kind, runs, tta, threshold, val_mdice (mean over sets)
+
+    def describe(self) -> str:
+        what = {"single": f"refit run {self.candidate.runs[0]}", "winner": f"the ensemble of the winning "
+                f"configuration's {len(self.candidate.runs)} runs", "top": f"the ensemble of each configuration's "
+                f"best run ({len(self.candidate.runs)} models)"}[self.candidate.kind]
+        return f"{what}, TTA {self.tta}, threshold {self.threshold:g}: validation mDice {self.val_mdice:.4f}"
+
+
+def candidates(refit: Session) -> list[Candidate]:
+    """The single best run, and the two ensembles where they have 2+ models."""
+    runs = {"winner": winner_runs(refit), "top": top_runs(refit)}
+    best = max(runs["winner"] + runs["top"], key=trial_value)
+    found = [Candidate("single", (best.number,))]
+    found += [Candidate(kind, tuple(t.number for t in trials)) for kind, trials in runs.items() if len(trials) > 1]
+    return found
+
+
+def validation_sets(refit: Session) -> list[EvalSet]:
+    """The validation images of the run's split, per set: each training set's and each --val-data set's."""
+    split = Split.load(refit.folder / "split.json")
+    sets = [eval_set(name, root, stems=stems) for name, root, stems in split_parts(refit.spec.run, split,
+                                                                                   refit.spec.base.image_size, "val")]
+    for name, part in split.external.items():
+        sets.append(eval_set(name, Path(part["folder"]), stems=list(part["stems"])))
+    if not sets:
+        raise DataError(f"{refit.folder / 'split.json'}: no validation images to choose on")
+    return sets
+
+
+def _complexity(kind: str, runs: int, tta: str, threshold: float) -> tuple:
+    return runs, len(symmetries(tta)), abs(threshold - 0.5)
+
+
+def choose(refit: Session, batch_size: int = BATCH) -> Choice:
+    """Scores every candidate x TTA x threshold on the validation sets and picks one (see the module docstring)."""
+    found = candidates(refit)
+    trials = {t.number: t for t in refit.study.get_trials(deepcopy=False)}
+    needed = sorted({number for candidate in found for number in candidate.runs})
+    sums: dict[tuple, np.ndarray] = {}  # (candidate, tta, set) -> sum over images of Dice at each threshold
+    counts: dict[str, int] = {}
+    with contextlib.ExitStack() as stack:
+        predictors = {number: _predictor(stack, refit, trials[number]) for number in needed}
+        for data in validation_sets(refit):
+            counts[data.name] = len(data.pairs)
+            for start in range(0, len(data.pairs), batch_size):
+                chunk = data.pairs[start:start + batch_size]
+                images = [read_image(pair.image) for pair in chunk]
+                truths = [data.convention.binarise(read_raw_mask(pair.mask)).astype(bool) for pair in chunk]
+                for tta in TTA_CHOICES:
+                    maps = {n: p.probabilities(images, tta) for n, p in predictors.items()}
+                    for candidate in found:
+                        for index, truth in enumerate(truths):
+                            probability = np.mean([maps[n][index] for n in candidate.runs], axis=0)
+                            key = (candidate, tta, data.name)
+                            sums[key] = sums.get(key, 0) + _dice_at(probability, truth)
+    scores = []
+    for candidate in found:
+        for tta in TTA_CHOICES:
+            per_set = np.mean([sums[(candidate, tta, name)] / counts[name] for name in counts], axis=0)
+            scores += [{"kind": candidate.kind, "runs": list(candidate.runs), "tta": tta, "threshold": threshold,
+                        "val_mdice": float(value), "candidate": candidate} for threshold, value in zip(THRESHOLDS, per_set, strict=True)]
+    best = max(score["val_mdice"] for score in scores)
+    near = [s for s in scores if s["val_mdice"] >= best - MARGIN]
+    chosen = min(near, key=lambda s: _complexity(s["kind"], len(s["runs"]), s["tta"], s["threshold"]))
+    return Choice(chosen["candidate"], chosen["tta"], chosen["threshold"], chosen["val_mdice"],
+                  [{k: v for k, v in s.items() if k != "candidate"} for s in scores])
+
+
+def _predictor(stack: contextlib.ExitStack, refit: Session, trial: FrozenTrial) -> Predictor:
+    folder = stack.enter_context(checkpoint_folder(refit.artifacts, refit.run_dir, refit.spec.name, trial))
+    if folder is None:
+        raise StudyError(f"refit run {trial.number} of {refit.spec.name} kept no checkpoint")
+    return Predictor.from_folder(folder)[0]
+
+
+def _dice_at(probability: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The image's Dice at each of THRESHOLDS (both empty: 1)."""
+    dice = []
+    area = truth.sum()
+    for threshold in THRESHOLDS:
+        predicted = probability >= threshold
+        total = predicted.sum() + area
+        dice.append(1.0 if total == 0 else 2 * np.logical_and(predicted, truth).sum() / total)
+    return np.array(dice)

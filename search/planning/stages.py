@@ -1,0 +1,188 @@
+"""search.auto's three stages as studies in one storage: NAME.s1 (the space searched small and short with
+successive halving), NAME.s2 (the best third of NAME.s1 again at a larger size) and NAME.refit (the best of
+NAME.s2 refit at the final size, as `search.refit` does). Each runs its trials under its stage's budget
+(`search.planning.clock`), so the same command resumes a stage where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from polyp.config import TrainConfig
+from polyp.data import PolypData
+from search.engine.enqueue import PlannedTrial, enqueue_missing
+from search.engine.notes import write_note
+from search.engine.objective import Objective
+from search.engine.record import TrialRecord, stage_source, stage_source_attributes
+from search.engine.refit_runs import (
+    FoldData,
+    enqueue_runs,
+    print_run,
+    record_refit,
+    refit_split,
+    run_key,
+    run_plan,
+)
+from search.engine.session import Session, StudyRequest, load_data, open_session
+from search.engine.trial_loop import print_trial, run_until, top_trials
+from search.planning.clock import StageBudget, StageClock
+from search.planning.plan import S2_SHARE_OF_S1, Costs, Stage
+from search.planning.state import RunState
+from search.study.definition import RefitSettings, StudySpec, refit_study
+from search.study.errors import StudyError
+from search.study.forced import with_command_line
+from search.study.samplers import build_pruner
+
+STAGE_PRUNERS = {"s1": "sha", "s2": "none"}
+
+
+@dataclass
+class AutoRun:
+    """One search.auto run: the space with the command line's data, where it is kept, and how it trains."""
+
+    spec: StudySpec  # the space study as the command line runs it (its data settings)
+    request: StudyRequest  # storage, run folder (the --out folder), forced settings (device, threads)
+    budget: float  # seconds
+    trainer: Callable
+    verbose: bool
+    log: Path
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def stage_spec(self, stage: str, image_size: int, epochs: int) -> StudySpec:
+        """The study a search stage runs: NAME.s1 or NAME.s2, its pruner, forced size and epochs, one objective,
+        each trial timed with PyTorch only (the delivered model is timed with both runtimes)."""
+        run = dataclasses.replace(self.spec.run, pruner=STAGE_PRUNERS[stage], warmup_epochs=1, objectives=("mdice",),
+                                  max_latency_ms=0.0, latency="torch")
+        staged = dataclasses.replace(self.spec, name=f"{self.name}.{stage}", run=run)
+        return with_command_line(staged, self.request.settings.with_training(image_size=image_size, epochs=epochs))
+
+    def open_stage(self, stage: str, image_size: int, epochs: int) -> Session:
+        return open_session(self.request, spec=self.stage_spec(stage, image_size, epochs))
+
+
+def first_epoch(costs: Costs) -> Callable[[TrainConfig], float]:
+    return lambda cfg: costs.epoch_seconds((cfg.arch, cfg.encoder), cfg.image_size)
+
+
+def model_of(trial: FrozenTrial) -> tuple[str, str]:
+    config = TrialRecord.of(trial).config or trial.params
+    return config.get("arch", ""), config.get("encoder", "")
+
+
+def _objective(run: AutoRun, session: Session, data: PolypData, budget: StageBudget, **extra) -> Objective:
+    return Objective(session.spec, data, session.run_dir, trainer=run.trainer, verbose=run.verbose,
+                     after_trial=[write_note], artifacts=session.artifacts, budget=budget, **extra)
+
+
+def run_stage1(run: AutoRun, session: Session, data: PolypData, state: RunState, stage: Stage, costs: Costs) -> str:
+    """Samples stage 1's trials until it holds `stage.trials` finished ones or its share is spent."""
+    clock = StageClock(state, "s1", stage.seconds, run.budget, run.log)
+    objective = _objective(run, session, data, StageBudget(clock, first_epoch(costs)))
+    try:
+        return run_until(session.study, objective, stage.trials, session.storage, timeout=max(0.0, clock.left()),
+                         callbacks=[print_trial, clock.progress], sampler_for=session.sampler_for)
+    finally:
+        clock.save()
+
+
+def stage2_sources(s1: Session) -> list[FrozenTrial]:
+    """The best third of stage 1's complete trials, at least 2: where fewer completed, the pruned trials that got
+    furthest (most epochs, then the best value there) make up the number. Best first."""
+    complete = top_trials(s1.study, 10**6)
+    if not complete:
+        raise StudyError(f"study {s1.spec.name}: stage 1 completed no trial within its share (every trial was pruned "
+                         f"or failed; see the lines above); give a larger --budget")
+    wanted = max(2, math.ceil(len(complete) / S2_SHARE_OF_S1))
+    pruned = [t for t in s1.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.intermediate_values]
+    pruned.sort(key=lambda t: (max(t.intermediate_values), t.intermediate_values[max(t.intermediate_values)]),
+                reverse=True)
+    return (complete + pruned)[:wanted]
+
+
+def copy_split(source: Session, target: Session) -> None:
+    """Every stage trains and validates on stage 1's split (the same test images throughout)."""
+    origin, manifest = source.folder / "split.json", target.folder / "split.json"
+    if origin.is_file() and not manifest.is_file():
+        target.folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(origin, manifest)
+
+
+def run_stage2(run: AutoRun, s1: Session, state: RunState, stage: Stage, sources: list[FrozenTrial],
+               costs: Costs) -> Session:
+    """Trains each source configuration of stage 1 once more at stage 2's size and epochs (NAME.s2)."""
+    session = run.open_stage("s2", stage.image_size, stage.epochs)
+    copy_split(s1, session)
+    data = load_data(session)
+    planned = [PlannedTrial(source.number, dict(source.params), stage_source_attributes(source)) for source in sources]
+    enqueue_missing(session.study, session.storage, planned, key_of=stage_source)
+    keys = {source.number for source in sources}
+    clock = StageClock(state, "s2", stage.seconds, run.budget, run.log)
+    objective = _objective(run, session, data, StageBudget(clock, first_epoch(costs)))
+    try:
+        run_until(session.study, objective, len(keys), session.storage, timeout=max(0.0, clock.left()),
+                  callbacks=[print_trial, clock.progress], waiting_only=True,
+                  trial_filter=lambda t: stage_source(t) in keys, sampler_for=session.sampler_for)
+    finally:
+        clock.save()
+    return session
+
+
+def open_refit_stage(run: AutoRun, source: Session, stage: Stage) -> tuple[Session, RefitSettings]:
+    """NAME.refit, the companion study search.refit would make, at stage 3's size, epochs and seeds."""
+    settings = RefitSettings(top=stage.trials, seeds=stage.seeds, folds=0, image_size=stage.image_size,
+                             epochs=stage.epochs)
+    base = dataclasses.replace(run.spec, run=dataclasses.replace(run.spec.run, latency="torch", objectives=("mdice",)))
+    spec = with_command_line(refit_study(base, settings), run.request.settings.with_training(
+        image_size=stage.image_size, epochs=stage.epochs))
+    study = optuna.create_study(study_name=spec.name, storage=source.storage, direction="maximize",
+                                load_if_exists=True, pruner=build_pruner("none", spec))
+    return Session(spec, source.run_dir, source.storage_url, source.storage, study, source.artifacts), settings
+
+
+def run_stage3(run: AutoRun, source: Session, state: RunState, stage: Stage, costs: Costs) -> Session:
+    """Refits the best `stage.trials` configurations of `source` with `stage.seeds` seeds each (NAME.refit); a run
+    the budget stops keeps its best epoch so far."""
+    session, settings = open_refit_stage(run, source, stage)
+    plan = run_plan(top_trials(source.study, stage.trials), settings)
+    split = refit_split(session, source, 0)
+    data = load_data(session)
+    record_refit(session, source)
+    enqueue_runs(session, plan, settings)
+    planned = {(trial.number, seed, fold) for trial, seed, fold in plan}
+    clock = StageClock(state, "s3", stage.seconds, run.budget, run.log)
+    objective = _objective(run, session, data, StageBudget(clock, first_epoch(costs), keeps_stopped=True),
+                           data_for=FoldData(session, split, data))
+    try:
+        run_until(session.study, objective, len(plan), session.storage, timeout=max(0.0, clock.left()),
+                  callbacks=[print_run, clock.progress], waiting_only=True,
+                  trial_filter=lambda t: run_key(t) in planned, sampler_for=session.sampler_for)
+    finally:
+        clock.save()
+    return session
+
+
+def measured_correction(study: optuna.Study, costs: Costs) -> float | None:
+    """The median of measured / predicted epoch seconds over the study's finished trials (None: no measure)."""
+    ratios = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        record = TrialRecord.of(trial)
+        seconds = [row.get("seconds", 0.0) for row in record.history or []]
+        config = record.config or {}
+        if not seconds or not config or min(seconds) <= 0:
+            continue
+        predicted = dataclasses.replace(costs, correction=1.0).epoch_seconds(
+            (config["arch"], config["encoder"]), config["image_size"])
+        ratios.append(statistics.median(seconds) / predicted)
+    return min(4.0, max(0.25, statistics.median(ratios))) if ratios else None

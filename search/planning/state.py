@@ -1,0 +1,76 @@
+"""What search.auto keeps between runs of the same command, on its stage-1 study (NAME.s1) in the storage: the
+inputs it was started with, the plan of each stage begun, the seconds spent per stage, the stages finished,
+how far the trials ran over their estimates, and where the delivered model is. This module is the only one that
+names these study attributes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import optuna
+
+from search.planning.plan import Stage
+
+INPUTS, STAGES, SPENT, DONE, CORRECTION, DELIVERED = (
+    "auto_inputs", "auto_stages", "auto_spent", "auto_done", "auto_correction", "auto_delivered")
+
+
+class RunState:
+    """search.auto's state on its stage-1 study."""
+
+    def __init__(self, study: optuna.Study):
+        self.study = study
+
+    def _get(self, key: str, default: Any) -> Any:
+        return self.study.user_attrs.get(key, default)
+
+    def inputs(self) -> dict | None:
+        return self._get(INPUTS, None)
+
+    def record_inputs(self, inputs: dict) -> None:
+        self.study.set_user_attr(INPUTS, inputs)
+
+    def spent(self) -> dict[str, float]:
+        """Seconds spent per part (timing, s1, s2, s3, deliver) over every run of the command."""
+        return dict(self._get(SPENT, {}))
+
+    def set_spent(self, part: str, seconds: float) -> None:
+        self.study.set_user_attr(SPENT, {**self.spent(), part: round(seconds, 2)})
+
+    def total_spent(self) -> float:
+        return sum(self.spent().values())
+
+    def stages(self) -> dict[str, Stage]:
+        """The plan of each stage once it began (it stands on a resume)."""
+        return {name: Stage(**fields) for name, fields in self._get(STAGES, {}).items()}
+
+    def record_stage(self, stage: Stage) -> None:
+        self.study.set_user_attr(STAGES, {**self._get(STAGES, {}), stage.name: asdict(stage)})
+
+    def done(self, name: str) -> bool:
+        return name in self._get(DONE, [])
+
+    def mark_done(self, name: str) -> None:
+        if not self.done(name):
+            self.study.set_user_attr(DONE, [*self._get(DONE, []), name])
+
+    def correction(self) -> float:
+        """Measured epoch seconds / predicted, of the trials so far (1.0: none yet)."""
+        return float(self._get(CORRECTION, 1.0))
+
+    def record_correction(self, value: float) -> None:
+        self.study.set_user_attr(CORRECTION, round(value, 4))
+
+    def delivered(self) -> str | None:
+        return self._get(DELIVERED, None)
+
+    def record_delivered(self, folder: str) -> None:
+        self.study.set_user_attr(DELIVERED, folder)
+
+
+def differences(stored: dict, now: dict) -> list[str]:
+    """What differs between the inputs a run was started with and this command's, one entry per key."""
+    keys = sorted(set(stored) | set(now))
+    return [f"{key}: {stored.get(key)!r} before, {now.get(key)!r} now" for key in keys if stored.get(key) != now.get(key)]
