@@ -23,7 +23,7 @@ from polyp.data.loading import check_one_convention
 from polyp.data.masks import MaskConvention, detect, read_raw_mask
 from polyp.errors import PolypError
 from polyp.gradcam import write_gradcams
-from polyp.images import binary_mask, overlay, write_image
+from polyp.images import MASK_THRESHOLD, binary_mask, overlay, write_image
 from polyp.io import make_folder
 from polyp.metrics import dice_iou
 from polyp.onnx_export import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, onnx_graph, onnx_session
@@ -194,8 +194,10 @@ def truth_convention(masks: Path, inputs: list[Path]) -> MaskConvention:
 
 
 def predict_files(predictor: Predictor, inputs: list[Path], out: Path, masks: Path | None = None,
-                  batch_size: int = 8, convention: MaskConvention | None = None, tta: str = "none") -> list[dict]:
-    """Writes `<stem>_mask.png` and `<stem>_overlay.png` per input; with `masks`, scores each image.
+                  batch_size: int = 8, convention: MaskConvention | None = None, tta: str = "none",
+                  threshold: float = MASK_THRESHOLD) -> list[dict]:
+    """Writes `<stem>_mask.png` and `<stem>_overlay.png` per input (polyp where the probability is at least
+    `threshold`); with `masks`, scores each image.
 
     Images go through the model `batch_size` at a time. The true masks are binarised by `convention`, by
     default the one `truth_convention` detects over the masks of all `inputs`.
@@ -211,7 +213,7 @@ def predict_files(predictor: Predictor, inputs: list[Path], out: Path, masks: Pa
         images = [read_image(path) for path in chunk]
         for path, truth, image, probability in zip(chunk, truths[start:start + step], images,
                                                    predictor.probabilities(images, tta), strict=True):
-            rows.append(_write_one(path, image, binary_mask(probability), out, truth, convention))
+            rows.append(_write_one(path, image, binary_mask(probability, threshold), out, truth, convention))
     return rows
 
 
@@ -253,15 +255,19 @@ def main(argv: list[str] | None = None) -> int:
                         "file keeps its own)")
     parser.add_argument("--tta", default="none", choices=TTA_MODES,
                         help="test-time augmentation: none, flip (3 passes) or d4 (8 flips and rotations)")
+    parser.add_argument("--threshold", type=float, default=MASK_THRESHOLD,
+                        help=f"probability at and above which a pixel is polyp (default {MASK_THRESHOLD:g}; search.auto "
+                        "chooses one on validation)")
     args = parser.parse_args(argv)
     stream = args.sequence or is_video(Path(args.input))
     if stream and (args.masks or args.gradcam):
         print("error: --masks and --gradcam take still images; a video or --sequence writes overlays and masks",
               file=sys.stderr)
         return 2
-    if args.smooth < 0 or args.fps <= 0:
+    if args.smooth < 0 or args.fps <= 0 or not 0 < args.threshold < 1:
         problem = (f"--smooth: {args.smooth} is negative (0 = no smoothing)" if args.smooth < 0 else
-                   f"--fps: {args.fps:g} must be above 0")
+                   f"--fps: {args.fps:g} must be above 0" if args.fps <= 0 else
+                   f"--threshold: {args.threshold:g} must be between 0 and 1")
         print(f"error: {problem}", file=sys.stderr)
         return 2
     if stream and Path(args.out).resolve() == Path(args.input).resolve():
@@ -280,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         convention = truth_convention(Path(args.masks), inputs) if args.masks else None
         out = make_folder(args.out, "--out")
         rows = predict_files(predictor, inputs, out, Path(args.masks) if args.masks else None, args.batch_size,
-                             convention, args.tta)
+                             convention, args.tta, args.threshold)
         if args.gradcam:
             write_gradcams(predictor, inputs, out)
     except PolypError as error:
@@ -306,7 +312,7 @@ def _predict_stream(predictor: Predictor, args: argparse.Namespace) -> int:
     else:
         frames, rate = video_frames(source)
     masks = out.with_name(f"{out.stem}_masks")
-    result = predict_stream(predictor, frames, out, masks, rate, args.smooth, tta=args.tta)
+    result = predict_stream(predictor, frames, out, masks, rate, args.smooth, threshold=args.threshold, tta=args.tta)
     smoothing = f", probabilities averaged over each frame and the previous {args.smooth}" if args.smooth else ""
     if result.frames == 0:
         print(f"error: {source}: {result.problem}; nothing written", file=sys.stderr)

@@ -240,7 +240,7 @@ def deliver(run: AutoRun, s1: Session, s2: Session, refit: Session, state: RunSt
              f"({100 * spent / run.budget:.1f}%); model {out / 'model'}, card {markdown} and {page}, scores "
              f"{out / 'evaluation'}")
     print(f"use it: python -m polyp.predict --model {out / 'model'} --input IMAGE_OR_FOLDER --out predictions/ "
-          f"--tta {choice.tta}")
+          f"--tta {choice.tta} --threshold {choice.threshold:g}")
     return 0
 
 

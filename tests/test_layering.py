@@ -134,7 +134,7 @@ def test_importing_the_trainer_does_not_load_optuna():
 
 
 SEARCH = ROOT / "search"
-LAYERS = ("search.study", "search.engine", "search.results")  # each may import only the layers before it
+LAYERS = ("search.study", "search.engine", "search.results", "search.planning")  # each may import only the layers before it
 COMMANDS = sorted(module_name(path) for path in SEARCH.glob("*.py")
                   if path.name not in ("__init__.py", "cli.py", "testing.py"))
 LAYER_SOURCES = sorted(path for layer in LAYERS for path in (ROOT / layer.replace(".", "/")).rglob("*.py"))
@@ -147,7 +147,7 @@ def search_imports(path: Path) -> set[str]:
 
 def test_every_command_is_a_module_with_a_main():
     assert {"search.run", "search.replay", "search.refit", "search.export", "search.analyze", "search.bench",
-            "search.dashboard", "search.demo"} == set(COMMANDS)
+            "search.dashboard", "search.demo", "search.auto"} == set(COMMANDS)
     for name in COMMANDS:
         assert "def main(" in (ROOT / f"{name.replace('.', '/')}.py").read_text()
 

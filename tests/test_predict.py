@@ -192,3 +192,19 @@ def test_predict_masks_of_the_sheets_match_a_plain_float32_forward_pass(checkpoi
 
     assert masks.dtype == np.uint8 and masks.shape == expected.shape
     assert np.array_equal(masks, expected)
+
+
+def test_predict_threshold_sets_which_pixels_are_polyp(checkpoint, photos, tmp_path, capsys):
+    image = photos / "images" / "synth_0000.jpg"
+    if not image.exists():
+        image = next((photos / "images").iterdir())
+    areas = {}
+    for threshold in ("0.01", "0.99"):
+        out = tmp_path / threshold
+        assert polyp.predict.main(["--model", str(checkpoint), "--input", str(image), "--out", str(out),
+                                   "--threshold", threshold]) == 0
+        areas[threshold] = int((cv2.imread(str(out / f"{image.stem}_mask.png"), cv2.IMREAD_UNCHANGED) > 0).sum())
+    assert areas["0.01"] > areas["0.99"]
+    assert polyp.predict.main(["--model", str(checkpoint), "--input", str(image), "--out", str(tmp_path / "x"),
+                               "--threshold", "1.5"]) == 2
+    assert "--threshold: 1.5 must be between 0 and 1" in capsys.readouterr().err

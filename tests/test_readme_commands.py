@@ -157,8 +157,8 @@ SLOW_ONLY = ("search.refit ", "demo.refit", "exported/demo-ensemble", "--retrain
              "search.replay --csv hyperparameters.csv --study grid --data synthetic",
              "data/centre-b",  # the next-hospital example: test_cross_centre.py trains on two sets and an external one
              "--max-latency-ms", "--sequence --out video/")  # test_export.py, test_video.py
-SLOW_DOCS = ("benchmarking.md", "search-options.md", "next-hospital.md", "training.md", "imagenet-offline.md")
-# timing runs, every option, real searches with validation sets (their fast tests: test_cross_centre*.py), one
+SLOW_DOCS = ("auto.md", "benchmarking.md", "search-options.md", "next-hospital.md", "training.md", "imagenet-offline.md")
+# search.auto runs for minutes (its fast tests: test_auto.py), timing runs, every option, real searches with validation sets (their fast tests: test_cross_centre*.py), one
 # training each with deep supervision and with the offline ImageNet Lite0 weights (test_deep_supervision.py and
 # test_offline_weights.py train both): in the slow run only
 

@@ -87,8 +87,8 @@ def build_card(name: str, s1: Session, s2: Session, refit: Session, choice: Choi
     card.text(f"Chosen on validation images alone: {choice.describe()}. Candidates: the best refit run, the ensemble "
               f"of the winning configuration's runs and of each configuration's best run, each with TTA none, flip "
               f"or d4 and thresholds 0.3 to 0.7; a costlier one is taken only when it beats the simplest one within "
-              f"0.002 of the best. Use it as it was scored: polyp.evaluate --tta {choice.tta} --threshold "
-              f"{choice.threshold:g} (also kept in training.json as \"auto\").")
+              f"0.002 of the best. Use it as it was scored: polyp.predict (or polyp.evaluate) --tta {choice.tta} "
+              f"--threshold {choice.threshold:g} (also kept in training.json as \"auto\").")
     trials = {t.number: t for t in refit.study.get_trials(deepcopy=False)}
     first = TrialRecord.of(trials[choice.candidate.runs[0]])
     config = first.config

@@ -137,6 +137,7 @@ class RefitSettings:
 
 
 REFIT_SUFFIX = ".refit"  # the companion study of NAME, in the same storage, is NAME.refit
+AUTO_STAGES = (".s1", ".s2")  # search.auto's search stages of NAME are the studies NAME.s1 and NAME.s2
 
 
 @dataclass(frozen=True)
@@ -374,7 +375,8 @@ def refit_study(source: StudySpec, settings: RefitSettings) -> StudySpec:
 
 def load_study(name_or_path: str) -> StudySpec:
     """Loads studies/NAME.toml (or a TOML path) into a validated StudySpec; NAME.refit is the companion
-    study of NAME that `search.refit` writes (`refit_study`, with NAME's `[refit]` settings).
+    study of NAME that `search.refit` writes (`refit_study`, with NAME's `[refit]` settings), NAME.s1 and NAME.s2
+    the stages search.auto searches NAME's space in.
 
     Raises:
         StudyError: an unknown study, unreadable TOML, or a bad key (the message names it).
@@ -382,6 +384,9 @@ def load_study(name_or_path: str) -> StudySpec:
     if name_or_path.endswith(REFIT_SUFFIX) and not Path(name_or_path).is_file():
         source = load_study(name_or_path[: -len(REFIT_SUFFIX)])
         return refit_study(source, source.refit)
+    if name_or_path.endswith(AUTO_STAGES) and not Path(name_or_path).is_file():  # its trials keep their configs
+        source = load_study(name_or_path[:-3])
+        return dataclasses.replace(source, name=f"{source.name}{name_or_path[-3:]}")
     path = study_path(name_or_path)
     try:
         data = tomllib.loads(path.read_text())

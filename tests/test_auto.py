@@ -1,0 +1,210 @@
+"""search.auto: budgets, the plan, the clock that holds it, and the whole command on synthetic images with a fake
+trainer (real step timing at 32-64 px, real export, scoring and model card)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import fake_trainers
+import optuna
+import pytest
+from search_fixtures import TINY_STUDY, fast_pictures, tiny_spec, write_study  # noqa: F401
+
+import search.planning.clock as clock_module
+from polyp.config import TrainConfig
+from search import auto
+from search.engine.objective import Objective
+from search.engine.record import TrialRecord
+from search.planning.budget import format_duration, parse_budget
+from search.planning.clock import DeadlineReporter, StageBudget, StageClock
+from search.planning.plan import Costs, check_budget, make_plan
+from search.planning.state import RunState
+from search.planning.step_times import StepTimes, measure
+from search.study.errors import CommandLineError
+from search.testing import FakeTrainer
+
+pytestmark = pytest.mark.usefixtures("search_cache", "fast_pictures")  # in-process trials draw no pictures
+SIZES = [128, 160, 192, 224, 256, 288, 320, 352]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90m", 5400), ("2h", 7200), ("1h30m", 5400), ("45s", 45),
+                                               ("5400", 5400), (" 2H ", 7200), ("1.5h", 5400), ("1h0m30s", 3630)])
+def test_budget_forms_people_write_are_read(text, seconds):
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["2hours", "1h30", "", "h", "-5", "0", "2 days", "m30"])
+def test_a_badly_written_budget_is_refused_with_the_accepted_forms(text):
+    with pytest.raises(CommandLineError, match=r"90m, 2h, 1h30m"):
+        parse_budget(text)
+
+
+def test_durations_print_in_hours_minutes_seconds():
+    assert (format_duration(7200), format_duration(725), format_duration(0)) == ("2h", "12m 5s", "0s")
+
+
+def kvasir_costs(correction: float = 1.0) -> Costs:
+    times = StepTimes(128, {("unetplusplus", "lite0"): 0.03, ("linknet", "lite0"): 0.012, ("fpn", "lite1"): 0.015},
+                      {size: (size / 128) ** 2 for size in SIZES}, 0.0)
+    return Costs(times, train_images=800, val_images=100, correction=correction)
+
+
+def test_a_larger_budget_plans_more_trials_and_a_larger_final_size_within_the_budget():
+    small, large = (make_plan(budget, 60.0, kvasir_costs(), SIZES) for budget in (1800, 7200))
+    assert [s.name for s in large.stages] == ["s1", "s2", "s3"]
+    assert large.stage("s1").trials > small.stage("s1").trials
+    assert large.stage("s3").image_size > small.stage("s3").image_size
+    for plan in (small, large):
+        assert plan.stage("s2").image_size > plan.stage("s1").image_size
+        assert plan.spent + sum(s.seconds for s in plan.stages) + plan.deliver <= plan.budget + 1e-6
+        assert any("adds up to" in line for line in plan.lines())
+
+
+def test_stages_that_ran_long_leave_less_to_the_later_ones():
+    on_time = make_plan(7200, {"timing": 60, "s1": 1700}, kvasir_costs(), SIZES, done={"s1"},
+                        fixed={"s1": make_plan(7200, 60, kvasir_costs(), SIZES).stage("s1")})
+    late = make_plan(7200, {"timing": 60, "s1": 3600}, kvasir_costs(), SIZES, done={"s1"},
+                     fixed={"s1": make_plan(7200, 60, kvasir_costs(), SIZES).stage("s1")})
+    assert [s.name for s in late.stages] == ["s2", "s3"]
+    assert late.stage("s3").seconds < on_time.stage("s3").seconds
+    assert late.stage("s3").image_size <= on_time.stage("s3").image_size
+    slower = make_plan(7200, {"timing": 60, "s1": 1700}, kvasir_costs(correction=2.0), SIZES, done={"s1"},
+                       fixed={"s1": on_time.stage("s2")})  # trials measured twice as slow as estimated
+    assert slower.stage("s3").image_size < on_time.stage("s3").image_size
+
+
+def test_a_budget_too_small_for_the_stages_is_refused_with_the_time_it_needs():
+    with pytest.raises(CommandLineError, match=r"--budget 1m: too small.*need at least \d+m"):
+        check_budget(60, 0.0, kvasir_costs(), SIZES)
+    check_budget(7200, 60.0, kvasir_costs(), SIZES)
+
+
+def test_step_times_are_timed_once_and_cached():
+    calls = []
+
+    def timer(cfg: TrainConfig) -> float:
+        calls.append((cfg.arch, cfg.image_size))
+        return 0.001 * (2 if cfg.arch == "unet" else 1) * (cfg.image_size / 64) ** 2
+
+    models = [("unet", "resnet18"), ("linknet", "resnet18")]
+    base = TrainConfig(encoder_weights="none", device="cpu")
+    first = measure(models, base, [64, 96, 128], timer=timer, emit=lambda line: None)
+    assert sorted(calls) == [("linknet", 64), ("unet", 64), ("unet", 96), ("unet", 128)]  # the slowest at every size
+    assert first.scale[128] == pytest.approx(4.0)
+    assert first.seconds_per_image("linknet", "resnet18", 128) == pytest.approx(0.004)
+    again = measure(models, base, [64, 96, 128], timer=timer, emit=lambda line: None)
+    assert len(calls) == 4 and again.seconds == 0.0 and again.per_image == first.per_image
+
+
+def stage_clock(seconds_left: float) -> StageClock:
+    clock = StageClock(RunState(optuna.create_study()), "s1", 100.0, 1000.0)
+    clock.deadline = time.time() + seconds_left
+    return clock
+
+
+def test_a_running_trial_stops_after_the_epoch_past_which_another_would_overrun():
+    reporter = DeadlineReporter(stage_clock(30.0), epochs=4)
+    assert reporter.on_epoch_end(1, {"seconds": 5.0}) is False
+    assert reporter.on_epoch_end(2, {"seconds": 30.0}) is True
+    assert "stopped after epoch 2 of 4" in reporter.reason and "stage s1" in reporter.reason
+    assert DeadlineReporter(stage_clock(0.0), epochs=2).on_epoch_end(2, {"seconds": 9.0}) is False  # the last epoch
+
+
+def test_a_trial_that_cannot_train_one_epoch_in_time_is_pruned_before_training_with_its_reason():
+    study = optuna.create_study()
+    trial = study.ask()
+    budget = StageBudget(stage_clock(10.0), first_epoch=lambda cfg: 60.0)
+    with pytest.raises(optuna.TrialPruned, match="not trained: its first epoch needs about"):
+        budget.start(trial, TrainConfig())
+    assert trial.user_attrs["status"] == "over_budget"
+
+
+@pytest.mark.parametrize(("keeps_stopped", "state"), [(False, "PRUNED"), (True, "COMPLETE")])
+def test_the_budget_prunes_a_search_trial_and_lets_a_refit_run_keep_its_best_epoch(
+        tmp_path, synthetic_data, monkeypatch, keeps_stopped, state):
+    monkeypatch.setattr(clock_module, "TAIL_S", 0.0)
+    spec = tiny_spec()  # 3 epochs of 0.6 s against 1 s left: one epoch, then another would overrun
+    budget = StageBudget(stage_clock(1.0), first_epoch=lambda cfg: 0.0, keeps_stopped=keeps_stopped)
+    objective = Objective(spec, synthetic_data, tmp_path, trainer=FakeTrainer(epoch_seconds=0.6), verbose=False,
+                          budget=budget)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    record = TrialRecord.of(trial)
+    assert trial.state.name == state
+    assert record.status == "over_budget" and "stopped after epoch 1 of 3" in record.reason
+    assert (tmp_path / "tiny" / "trial-0" / "checkpoint").is_dir() == keeps_stopped
+
+
+def auto_args(tmp_path: Path, study: Path, data: Path, *extra: str, budget: str = "3m") -> list[str]:
+    return ["--data", str(data), "--study", str(study), "--budget", budget, "--out", str(tmp_path / "run"),
+            "--max-image-size", "64", "--quiet", "--trainer", "search.testing:fake_fit", *extra]
+
+
+@pytest.fixture
+def auto_study(tmp_path: Path) -> Path:
+    tables = {table: dict(entries) for table, entries in TINY_STUDY.items()}
+    tables["space"]["arch"] = ["linknet", "unet"]
+    tables["train"].pop("arch")
+    return write_study(tmp_path, tables, "tiny.toml")
+
+
+def test_search_auto_delivers_an_exported_model_its_scores_and_card_within_the_budget(
+        tmp_path, auto_study, synthetic_dir, capsys):
+    started = time.monotonic()
+    assert auto.main(auto_args(tmp_path, auto_study, synthetic_dir)) == 0
+    wall = time.monotonic() - started
+    out = capsys.readouterr().out
+    assert "plan for a budget of 3m" in out and "s3  refit" in out and "auto s1: trial 0" in out
+    run = tmp_path / "run"
+    assert {"model.onnx", "model.safetensors", "config.json", "training.json"} <= {p.name for p in (run / "model").iterdir()}
+    facts = json.loads((run / "model" / "training.json").read_text())
+    assert facts["auto"]["chosen_by"] == "validation only" and facts["auto"]["tta"] in ("none", "flip", "d4")
+    assert "onnx_ms" in facts["latency"]
+    card = (run / "MODEL_CARD.md").read_text()
+    for section in ("Intended use and limits", "## Data", "why it was chosen", "Spearman", "mDice over thresholds",
+                    "Reliability", "Latency on this machine", "## Budget", "segmentation-models-pytorch"):
+        assert section in card
+    assert "data:image/png;base64" in (run / "model_card.html").read_text()
+    assert (run / "evaluation" / "summary.csv").read_text().startswith("data set,images,mDice")
+    assert "auto s3: trial" in (run / "progress.log").read_text()
+    study = optuna.load_study(study_name="tiny.s1", storage=f"sqlite:///{run / 'optuna.db'}")
+    spent = sum(study.user_attrs["auto_spent"].values())
+    assert spent <= 180 * 1.05 and wall <= 180 * 1.05
+    assert {"tiny.s1", "tiny.s2", "tiny.refit"} <= {s.study_name for s in optuna.get_all_study_summaries(
+        f"sqlite:///{run / 'optuna.db'}")}
+
+    assert auto.main(auto_args(tmp_path, auto_study, synthetic_dir)) == 0  # the same command again: where it is
+    assert f"its model is {run / 'model'}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("change", "named"), [(["--max-image-size", "96"], "max_image_size"),
+                                               (["--seed", "3"], "seed")])
+def test_a_rerun_with_other_inputs_is_refused_naming_what_differs(tmp_path, auto_study, synthetic_dir,
+                                                                   capsys, change, named):
+    args = auto_args(tmp_path, auto_study, synthetic_dir, budget="5s")  # refused as too small, after it stored its inputs
+    assert auto.main(args) == 2
+    assert "too small" in capsys.readouterr().err
+    changed = [*args[:args.index("--max-image-size")], *args[args.index("--max-image-size") + 2:], *change]
+    if named == "seed":
+        changed += ["--max-image-size", "64"]
+    assert auto.main(changed) == 2
+    err = capsys.readouterr().err
+    assert named in err and "before" in err and "another --out" in err
+
+
+def test_ctrl_c_leaves_the_studies_consistent_and_the_same_command_goes_on(
+        tmp_path, auto_study, synthetic_dir, capsys):
+    fake_trainers.ctrl_c_on_call_3.reset()
+    args = auto_args(tmp_path, auto_study, synthetic_dir)
+    interrupted = [*args[:-1], "fake_trainers:ctrl_c_on_call_3"]
+    assert auto.main(interrupted) == 130
+    assert "run the same command again" in capsys.readouterr().err
+    storage = f"sqlite:///{tmp_path / 'run' / 'optuna.db'}"
+    s1 = optuna.load_study(study_name="tiny.s1", storage=storage)
+    assert [t.state.name for t in s1.trials].count("FAIL") == 1
+    assert s1.user_attrs["auto_spent"]["s1"] > 0
+    assert auto.main(args) == 0
+    assert (tmp_path / "run" / "MODEL_CARD.md").is_file()
