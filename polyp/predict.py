@@ -121,13 +121,14 @@ class Predictor:
             images: RGB uint8 images of any sizes.
             tta: "none", "flip" (mean over the image and its two flips) or "d4" (the 8 flips and rotations).
         """
-        passes = symmetries(tta)
-        total = [np.zeros(im.shape[:2], np.float32) for im in images]
-        for forward, inverse in passes:
-            turned = [forward(im) for im in images]
-            for index, probability in enumerate(self._probabilities(turned)):
-                total[index] += inverse(probability)
-        return [t / len(passes) for t in total]
+        passes = self.pass_probabilities(images, tta)
+        return [sum(maps[index] for maps in passes) / len(passes) for index in range(len(images))]
+
+    def pass_probabilities(self, images: list[np.ndarray], tta: str) -> list[list[np.ndarray]]:
+        """Each pass's probability maps (turned back to each image's own orientation and size), in the order of
+        `polyp.tta.symmetries(tta)`: `probabilities` is their mean."""
+        return [[inverse(probability) for probability in self._probabilities([forward(im) for im in images])]
+                for forward, inverse in symmetries(tta)]
 
     def _probabilities(self, images: list[np.ndarray]) -> list[np.ndarray]:
         probs = torch.sigmoid(self.logits(self.resized(images)))[:, 0].cpu().numpy()

@@ -24,12 +24,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
 
 import optuna
 
 from polyp.config import TrainConfig
 from polyp.data import PolypData
+from polyp.evaluate.datasets import named_folders
 from polyp.runtime import resolve_device
 from search.cli import USER_ERRORS, fail, import_trainer
 from search.engine.record import kept_run_data
@@ -41,7 +43,7 @@ from search.planning.card_content import build_card
 from search.planning.choice import choose
 from search.planning.clock import StageClock, write_log
 from search.planning.delivery import export_choice, extra_sets, score_sets, test_sets
-from search.planning.plan import EPOCHS, S3_CONFIGS, Costs, Plan, check_budget, make_plan
+from search.planning.plan import EPOCHS, S3_CONFIGS, SHARES, Costs, Plan, check_budget, make_plan
 from search.planning.stages import (
     AutoRun,
     measured_correction,
@@ -105,11 +107,17 @@ def candidate_models(run: AutoRun) -> list[tuple[str, str]]:
     return [(arch, encoder) for arch in archs for encoder in encoders]
 
 
+MACHINE_FIELDS = ("device", "threads", "loader_workers")  # may change between runs: they change speed, not models
+
+
 def run_inputs(run: AutoRun, max_size: int) -> dict:
-    """What a resumed run must share with the stored one: its data, its space, its sizes."""
-    return {**{key: value for key, value in kept_run_data(run.spec.run).items()}, "seed": run.spec.run.seed,
-            "study": run.name, "space": repr(sorted(run.spec.space.items())),
-            "fixed": repr(sorted(dataclasses.asdict(run.spec.base).items())), "max_image_size": max_size}
+    """What a resumed run must share with the stored one: its data, its space (each searched field and each fixed
+    training field but the machine's), its largest size."""
+    space = {f"space {key}": repr(value) for key, value in sorted(run.spec.space.items())}
+    fixed = {f"train {key}": value for key, value in sorted(dataclasses.asdict(run.spec.base).items())
+             if key not in MACHINE_FIELDS}
+    return {**kept_run_data(run.spec.run), "seed": run.spec.run.seed, "study": run.name, **space, **fixed,
+            "max_image_size": max_size}
 
 
 def check_stored_run(storage, url: str, run: AutoRun, inputs: dict, out: Path) -> None:
@@ -136,6 +144,7 @@ def open_run(args: argparse.Namespace, budget: float) -> tuple[AutoRun, Session,
     spec, note = with_local_encoders(request.spec())
     if note:
         print(note, flush=True)
+    named_folders(args.eval_data)  # a mistyped --eval-data is refused now, not after the training
     run = AutoRun(spec, request, budget, import_trainer(args.trainer), not args.quiet, out / "progress.log")
     url = args.storage or default_storage_url(out)
     inputs = run_inputs(run, args.max_image_size)
@@ -155,12 +164,22 @@ def costs_of(run: AutoRun, data: PolypData, state: RunState, sizes: list[int]) -
     val = len(data.val) + sum(len(images) for images in data.external.values())
     for timed_sizes in (sizes[:1], sizes):
         times = measure(candidate_models(run), base, timed_sizes)
-        if times.seconds:
-            state.set_spent("timing", state.spent().get("timing", 0.0) + times.seconds)
+        state.set_spent("timing", state.spent().get("timing", 0.0) + times.seconds)
         costs = Costs(times, len(data.train), val, state.correction())
         if len(timed_sizes) == 1 and not state.stages():
             check_budget(run.budget, state.total_spent(), costs, sizes)
     return costs
+
+
+def grow_begun_stage(state: RunState, budget: float) -> None:
+    """A rerun with a larger --budget gives the stage it left unfinished its share of the difference."""
+    before = state.budget()
+    state.record_budget(budget)
+    if before is None or budget <= before:
+        return
+    for name, stage in state.stages().items():
+        if not state.done(name):
+            state.record_stage(dataclasses.replace(stage, seconds=stage.seconds + (budget - before) * SHARES[name]))
 
 
 def update_correction(state: RunState, session: Session, costs: Costs) -> Costs:
@@ -181,9 +200,14 @@ def say(run: AutoRun, line: str) -> None:
     write_log(run.log, line)
 
 
-def drive(run: AutoRun, s1: Session, data: PolypData, state: RunState, args: argparse.Namespace) -> int:
+def drive(run: AutoRun, s1: Session, data: PolypData, state: RunState, args: argparse.Namespace,
+          started: float) -> int:
     sizes = candidate_sizes(run.spec.base.image_size, args.max_image_size)
+    timed = state.spent().get("timing", 0.0)
     costs = costs_of(run, data, state, sizes)
+    grow_begun_stage(state, run.budget)
+    timed = state.spent().get("timing", 0.0) - timed
+    state.set_spent("setup", state.spent().get("setup", 0.0) + time.time() - started - timed)  # storage, data
     say(run, f"search.auto {run.name}: {data.describe(sizes[0])}")
     for line in plan_now(run, state, costs, sizes).lines():
         say(run, line)
@@ -191,6 +215,9 @@ def drive(run: AutoRun, s1: Session, data: PolypData, state: RunState, args: arg
         stage = state.stages().get("s1") or plan_now(run, state, costs, sizes).stage("s1")
         state.record_stage(stage)
         run_stage1(run, s1, data, state, stage, costs)
+        if not top_trials(s1.study, 1):
+            raise StudyError(f"study {s1.spec.name}: stage 1 completed no trial within its share (see the lines above); "
+                             f"run the command again with a larger --budget")
         state.mark_done("s1")
         costs = update_correction(state, s1, costs)
     sources = stage2_sources(s1)
@@ -212,23 +239,26 @@ def drive(run: AutoRun, s1: Session, data: PolypData, state: RunState, args: arg
         state.record_stage(stage)
         say(run, f"auto: {stage.describe()}")
         refit = run_stage3(run, source, state, stage, costs)
+        if not top_trials(refit.study, 1):
+            raise StudyError(f"study {refit.spec.name}: stage 3 completed no refit run within its share (see the lines "
+                             f"above); run the command again with a larger --budget")
         state.mark_done("s3")
     else:
         refit = open_refit_stage(run, source, state.stages()["s3"])[0]
-    return deliver(run, s1, s2, refit, state, args)
+    return deliver(run, s1, source, refit, state, args)
 
 
-def deliver(run: AutoRun, s1: Session, s2: Session, refit: Session, state: RunState, args: argparse.Namespace) -> int:
+def deliver(run: AutoRun, s1: Session, source: Session, refit: Session, state: RunState,
+            args: argparse.Namespace) -> int:
     out = Path(args.out)
-    clock = StageClock(state, "deliver", max(0.0, run.budget - state.total_spent()), run.budget, run.log)
-    choice = choose(refit)
-    say(run, f"auto deliver: chose {choice.describe()}")
-    facts, latency, difference = export_choice(refit, choice, out / "model")
-    say(run, f"auto deliver: exported to {out / 'model'} (ONNX checked: max difference {difference:.2g}); "
-             f"{latency.describe()}")
-    results = score_sets(out / "model", test_sets(refit) + extra_sets(args.eval_data), choice, out / "evaluation")
-    clock.save()
-    card = build_card(run.name, s1, s2, refit, choice, facts, latency, results, state.stages(), state.spent(),
+    with StageClock(state, "deliver", max(0.0, run.budget - state.total_spent()), run.budget, run.log):
+        choice = choose(refit)
+        say(run, f"auto deliver: chose {choice.describe()}")
+        facts, latency, difference = export_choice(refit, choice, out / "model")
+        say(run, f"auto deliver: exported to {out / 'model'} (ONNX checked: max difference {difference:.2g}); "
+                 f"{latency.describe()}")
+        results = score_sets(out / "model", test_sets(refit) + extra_sets(args.eval_data), choice, out / "evaluation")
+    card = build_card(run.name, s1, source, refit, choice, facts, latency, results, state.stages(), state.spent(),
                       run.budget, out)
     markdown, page = card.write(out)
     state.record_delivered(str(out / "model"))
@@ -245,6 +275,7 @@ def deliver(run: AutoRun, s1: Session, s2: Session, refit: Session, state: RunSt
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()
     args = parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     interrupt_on_signals()
@@ -255,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"search.auto {run.name}: this run is finished ({minutes(state.total_spent())} of "
                   f"{minutes(budget)}); its model is {delivered}, its card {Path(args.out) / 'MODEL_CARD.md'}")
             return 0
-        return drive(run, s1, data, state, args)
+        return drive(run, s1, data, state, args, started)
     except USER_ERRORS as error:
         return fail(str(error))
     except KeyboardInterrupt:

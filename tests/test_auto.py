@@ -10,7 +10,7 @@ from pathlib import Path
 import fake_trainers
 import optuna
 import pytest
-from search_fixtures import TINY_STUDY, fast_pictures, tiny_spec, write_study  # noqa: F401
+from search_fixtures import TINY_STUDY, fast_pictures, search_cache, tiny_spec, write_study  # noqa: F401
 
 import search.planning.clock as clock_module
 from polyp.config import TrainConfig
@@ -208,3 +208,46 @@ def test_ctrl_c_leaves_the_studies_consistent_and_the_same_command_goes_on(
     assert s1.user_attrs["auto_spent"]["s1"] > 0
     assert auto.main(args) == 0
     assert (tmp_path / "run" / "MODEL_CARD.md").is_file()
+
+
+def test_each_tta_mode_is_the_mean_of_its_own_passes_among_d4s(tmp_path):
+    import numpy as np
+    import torch
+
+    from polyp.models import build_model
+    from polyp.predict import Predictor
+    from search.planning.choice import FROM_D4
+
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(arch="linknet", encoder="resnet18", encoder_depth=3, encoder_weights="none"))
+    predictor = Predictor(model, 32, precision="fp32", channels_last=False)
+    image = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    passes = predictor.pass_probabilities([image], "d4")
+    for mode, chosen in FROM_D4.items():
+        mean = np.mean([passes[k][0] for k in chosen], axis=0)
+        assert np.allclose(mean, predictor.probabilities([image], mode)[0], atol=1e-5), mode
+
+
+def test_a_stage_ends_when_not_even_the_fastest_model_can_train_an_epoch_in_what_is_left():
+    clock = stage_clock(10.0)
+    slow_only = StageBudget(clock, first_epoch=lambda cfg: 60.0, fastest_epoch=1.0)
+    with pytest.raises(optuna.TrialPruned):
+        slow_only.start(optuna.create_study().ask(), TrainConfig())
+    assert not clock.over()  # a faster model may still fit
+    with pytest.raises(optuna.TrialPruned):
+        StageBudget(clock, first_epoch=lambda cfg: 60.0, fastest_epoch=60.0).start(optuna.create_study().ask(),
+                                                                                   TrainConfig())
+    assert clock.over()
+
+
+def test_a_rerun_with_a_larger_budget_gives_the_unfinished_stage_its_share_of_the_difference():
+    state = RunState(optuna.create_study())
+    plan = make_plan(3600, 60.0, kvasir_costs(), SIZES)
+    for stage in plan.stages[:2]:
+        state.record_stage(stage)
+    state.mark_done("s1")
+    auto.grow_begun_stage(state, 3600)
+    auto.grow_begun_stage(state, 7200)
+    grown = state.stages()
+    assert grown["s1"].seconds == plan.stage("s1").seconds  # finished: as it was
+    assert grown["s2"].seconds == pytest.approx(plan.stage("s2").seconds + 3600 * 0.20)

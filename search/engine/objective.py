@@ -153,13 +153,13 @@ class Objective:
         first_heartbeat(trial)
         cfg = self.config_for(trial)
         record_config(trial, cfg)
+        clock = self.budget.start(trial, cfg) if self.budget is not None else None  # prunes one that cannot fit
         latency = self.latency(cfg)
         if latency:
             record_latency(trial, latency)
             if self.verbose:
                 print(f"  trial {trial.number} latency: {Latency(**latency).describe()}", flush=True)
             self.stop_if_too_slow(trial, Latency(**latency))
-        clock = self.budget.start(trial, cfg) if self.budget is not None else None  # prunes one that cannot fit
         reporter = OptunaReporter(trial, cfg.epochs)
         printer = PrintReporter(f"  trial {trial.number} ", cfg.epochs) if self.verbose else None
         data = self.data_for(trial) if self.data_for is not None else self.data

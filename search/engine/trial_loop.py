@@ -40,13 +40,13 @@ def trial_line(study: optuna.Study, trial: FrozenTrial) -> str:
     """One line per finished trial: number, state, value, best so far, key params, time and overhead."""
     record = TrialRecord.of(trial)
     value = format_number(record.value, missing="-")
-    if record.state == TrialState.PRUNED and record.intermediate:
+    if record.status == "over_budget" and record.state in FINISHED:
+        value = f"{value} (budget: {record.reason})" if record.state == TrialState.COMPLETE else f"pruned by the budget: {record.reason}"
+    elif record.state == TrialState.PRUNED and record.intermediate:
         last = max(record.intermediate)
         value = f"pruned at epoch {last} ({record.intermediate[last]:.4f})"
     elif record.state == TrialState.PRUNED and record.status == "too_slow":
         value = f"pruned before training: {record.reason}"
-    elif record.status == "over_budget":
-        value = f"{value} (budget: {record.reason})" if record.state == TrialState.COMPLETE else f"pruned by the budget: {record.reason}"
     top = top_trials(study, 1)
     best = f"best {trial_value(top[0]):.4f} (trial {top[0].number})" if top else "best -"
     seconds, overhead = record.seconds or 0.0, record.overhead_seconds
@@ -109,7 +109,8 @@ def _optimize_one(study: optuna.Study, objective: Callable, callbacks: list, on_
 def run_until(study: optuna.Study, objective: Callable, target: int, storage, timeout: float | None = None,
               poll_s: float = 2.0, callbacks: list | None = None, waiting_only: bool = False,
               trial_filter: Callable[[FrozenTrial], bool] | None = None,
-              sampler_for: Callable[[int], optuna.samplers.BaseSampler] | None = None) -> str:
+              sampler_for: Callable[[int], optuna.samplers.BaseSampler] | None = None,
+              stop_when: Callable[[], bool] | None = None) -> str:
     """Starts trials until the study holds `target` finished (complete or pruned) trials.
 
     The check "finished + running < target" and the trial's creation happen under one study-wide lock,
@@ -128,6 +129,7 @@ def run_until(study: optuna.Study, objective: Callable, target: int, storage, ti
         trial_filter: count only the trials it accepts (a replay counts its own CSV's rows); None = all.
         sampler_for: the sampler for the trial about to get number n (seeded with n), so that workers
             started with the same seed do not sample the same configs; None keeps the study's sampler.
+        stop_when: checked before each trial: True starts no new one (outcome "timeout"; search.auto's stage budget).
 
     Returns:
         "done" (target reached), "timeout", or "empty" (waiting_only and nothing left to run).
@@ -135,7 +137,7 @@ def run_until(study: optuna.Study, objective: Callable, target: int, storage, ti
     deadline = None if timeout is None else time.monotonic() + timeout
     lock = StudyLock(storage, study.study_name)
     while True:
-        if deadline is not None and time.monotonic() > deadline:
+        if (deadline is not None and time.monotonic() > deadline) or (stop_when is not None and stop_when()):
             return "timeout"
         lock.acquire()
         try:

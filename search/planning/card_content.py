@@ -32,9 +32,11 @@ def _rho(pairs: list[tuple[float, float]]) -> float | None:
     return None if rho != rho else float(rho)
 
 
-def stage_values(s1: Session, s2: Session, refit: Session, source_trial: int) -> list[list[str]]:
-    """The chosen configuration's value in each stage."""
-    s2_trials = {t.number: t for t in s2.study.get_trials(deepcopy=False)}
+def stage_values(s1: Session, source: Session, refit: Session, source_trial: int) -> list[list[str]]:
+    """The chosen configuration's value in each stage (the refit's `source`: NAME.s2, or NAME.s1 when stage 2
+    completed nothing)."""
+    from_s1 = source.spec.name == s1.spec.name
+    s2_trials = {} if from_s1 else {t.number: t for t in source.study.get_trials(deepcopy=False)}
     s1_trials = {t.number: t for t in s1.study.get_trials(deepcopy=False)}
     rows = {row.source: row for row in refit_rows(refit.study)}
     s2_trial = s2_trials.get(source_trial)
@@ -48,11 +50,12 @@ def stage_values(s1: Session, s2: Session, refit: Session, source_trial: int) ->
             ["s3 (refit)", "mean ± sd over its runs", refit_cell]]
 
 
-def correlations(s1: Session, s2: Session, refit: Session) -> list[list[str]]:
+def correlations(s1: Session, source: Session, refit: Session) -> list[list[str]]:
     """Spearman's rho between the stages' rankings of the configurations both scored."""
     s1_values = {t.number: trial_value(t) for t in s1.study.get_trials(deepcopy=False)}
-    pairs = [(s1_values.get(stage_source(t)), trial_value(t))
-             for t in s2.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    s2_trials = [] if source.spec.name == s1.spec.name else source.study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE,))
+    pairs = [(s1_values.get(stage_source(t)), trial_value(t)) for t in s2_trials]
     pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
     rows = refit_rows(refit.study)
     first, second = _rho(pairs), rank_correlation(rows)
@@ -75,7 +78,7 @@ def data_rows(refit: Session) -> list[list[str]]:
     return rows
 
 
-def build_card(name: str, s1: Session, s2: Session, refit: Session, choice: Choice, facts: dict, latency: Latency,
+def build_card(name: str, s1: Session, source: Session, refit: Session, choice: Choice, facts: dict, latency: Latency,
                results: list[SetResult], stages: dict[str, Stage], spent: dict[str, float], budget: float,
                folder: Path) -> Card:
     card = Card(f"Model card: {name} (search.auto)")
@@ -95,10 +98,10 @@ def build_card(name: str, s1: Session, s2: Session, refit: Session, choice: Choi
     card.table(["setting", "value"], [[key, f"{value:.3g}" if isinstance(value := config.get(key, "-"), float) else value]
                                       for key in KEY_FIELDS])
     card.text("Its validation value in each stage:")
-    card.table(["stage", "trial", "validation value"], stage_values(s1, s2, refit, first.refit_source))
+    card.table(["stage", "trial", "validation value"], stage_values(s1, source, refit, first.refit_source))
     card.text("How well each stage's ranking of the configurations predicted the next stage's (Spearman's rho; "
               "1 = the same order):")
-    card.table(["stages", "configurations", "rho"], correlations(s1, s2, refit))
+    card.table(["stages", "configurations", "rho"], correlations(s1, source, refit))
     card.heading("Metrics per set")
     card.text(f"At each image's own size, TTA {choice.tta}, threshold {choice.threshold:g} (polyp.evaluate's measures; "
               "mDice over thresholds is the toolboxes' meanDic: the images' Dice at 256 thresholds, averaged).")
@@ -118,7 +121,8 @@ def build_card(name: str, s1: Session, s2: Session, refit: Session, choice: Choi
                [["input", f"{latency.image_size} px", f"{latency.device}, {latency.threads or 'all'} threads"]])
     card.heading("Budget")
     card.table(["part", "planned", "spent"],
-               [["timing", "-", minutes(spent.get("timing", 0.0))]] +
+               [["setup (storage, data)", "-", minutes(spent.get("setup", 0.0))],
+                ["timing", "-", minutes(spent.get("timing", 0.0))]] +
                [[f"{n} {s.image_size} px, {s.epochs} epochs", minutes(s.seconds), minutes(spent.get(n, 0.0))]
                 for n, s in stages.items()] +
                [["deliver", "-", minutes(spent.get("deliver", 0.0))],

@@ -3,8 +3,9 @@ winning configuration's runs or of each configuration's best run; test-time augm
 
 Every candidate is scored at the images' own sizes (mDice, as polyp.evaluate scores it) on each validation set
 (the in-domain split of every training set and every --val-data set), and ranked by the mean over the sets. A
-more costly candidate (more models, more TTA passes, a threshold further from 0.5) is chosen only when it beats
-the simplest one within `MARGIN` of the best: a gain smaller than that is within the noise of 100 images.
+costlier candidate (more forward passes per image: models x TTA passes; then a threshold further from 0.5) is
+chosen only when no cheaper one is within `MARGIN` of the best: a gain smaller than that is within the noise of
+100 images.
 """
 
 from __future__ import annotations
@@ -16,19 +17,22 @@ from pathlib import Path
 import numpy as np
 from optuna.trial import FrozenTrial
 
+from polyp.config import parse_config
 from polyp.data import DataError, Split, read_image
 from polyp.data.masks import read_raw_mask
 from polyp.evaluate.datasets import EvalSet, eval_set
+from polyp.models import input_normalization
 from polyp.predict import Predictor
-from polyp.tta import symmetries
 from search.engine.artifacts import checkpoint_folder
-from search.engine.record import trial_value
+from search.engine.record import TrialRecord, trial_value
 from search.engine.session import Session
 from search.results.ensembles import top_runs, winner_runs
 from search.results.split_scores import split_parts
 from search.study.errors import StudyError
 
-TTA_CHOICES = ("none", "flip", "d4")
+FROM_D4 = {"none": (0,), "flip": (0, 1, 5), "d4": tuple(range(8))}  # each TTA mode's passes among d4's 8
+# (polyp.tta.symmetries: the identity, its mirror, the mirrored half turn = the vertical flip): d4's passes are
+# computed once per image and each mode averages its own
 THRESHOLDS = tuple(round(0.3 + 0.05 * step, 2) for step in range(9))  # 0.3 .. 0.7
 MARGIN = 0.002
 BATCH = 8
@@ -57,12 +61,19 @@ class Choice:
         return f"{what}, TTA {self.tta}, threshold {self.threshold:g}: validation mDice {self.val_mdice:.4f}"
 
 
+def _input(trial: FrozenTrial) -> tuple:
+    config = parse_config(TrialRecord.of(trial).config)
+    return config.image_size, tuple(map(tuple, input_normalization(config)))
+
+
 def candidates(refit: Session) -> list[Candidate]:
-    """The single best run, and the two ensembles where they have 2+ models."""
+    """The single best run, and the two ensembles where they have 2+ models that take the same input (an
+    ensemble folder holds models of one input size and normalisation)."""
     runs = {"winner": winner_runs(refit), "top": top_runs(refit)}
     best = max(runs["winner"] + runs["top"], key=trial_value)
     found = [Candidate("single", (best.number,))]
-    found += [Candidate(kind, tuple(t.number for t in trials)) for kind, trials in runs.items() if len(trials) > 1]
+    found += [Candidate(kind, tuple(t.number for t in trials)) for kind, trials in runs.items()
+              if len(trials) > 1 and len({_input(t) for t in trials}) == 1]
     return found
 
 
@@ -78,8 +89,9 @@ def validation_sets(refit: Session) -> list[EvalSet]:
     return sets
 
 
-def _complexity(kind: str, runs: int, tta: str, threshold: float) -> tuple:
-    return runs, len(symmetries(tta)), abs(threshold - 0.5)
+def _cost(score: dict) -> tuple:
+    """What a candidate costs to use: forward passes per image, then how far its threshold is from 0.5."""
+    return len(score["runs"]) * len(FROM_D4[score["tta"]]), round(abs(score["threshold"] - 0.5), 2), -score["val_mdice"]
 
 
 def choose(refit: Session, batch_size: int = BATCH) -> Choice:
@@ -97,22 +109,22 @@ def choose(refit: Session, batch_size: int = BATCH) -> Choice:
                 chunk = data.pairs[start:start + batch_size]
                 images = [read_image(pair.image) for pair in chunk]
                 truths = [data.convention.binarise(read_raw_mask(pair.mask)).astype(bool) for pair in chunk]
-                for tta in TTA_CHOICES:
-                    maps = {n: p.probabilities(images, tta) for n, p in predictors.items()}
+                passes = {n: p.pass_probabilities(images, "d4") for n, p in predictors.items()}
+                for tta, chosen in FROM_D4.items():
                     for candidate in found:
                         for index, truth in enumerate(truths):
-                            probability = np.mean([maps[n][index] for n in candidate.runs], axis=0)
+                            probability = np.mean([passes[n][k][index] for n in candidate.runs for k in chosen], axis=0)
                             key = (candidate, tta, data.name)
                             sums[key] = sums.get(key, 0) + _dice_at(probability, truth)
     scores = []
     for candidate in found:
-        for tta in TTA_CHOICES:
+        for tta in FROM_D4:
             per_set = np.mean([sums[(candidate, tta, name)] / counts[name] for name in counts], axis=0)
             scores += [{"kind": candidate.kind, "runs": list(candidate.runs), "tta": tta, "threshold": threshold,
                         "val_mdice": float(value), "candidate": candidate} for threshold, value in zip(THRESHOLDS, per_set, strict=True)]
     best = max(score["val_mdice"] for score in scores)
     near = [s for s in scores if s["val_mdice"] >= best - MARGIN]
-    chosen = min(near, key=lambda s: _complexity(s["kind"], len(s["runs"]), s["tta"], s["threshold"]))
+    chosen = min(near, key=_cost)
     return Choice(chosen["candidate"], chosen["tta"], chosen["threshold"], chosen["val_mdice"],
                   [{k: v for k, v in s.items() if k != "candidate"} for s in scores])
 

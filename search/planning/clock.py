@@ -31,6 +31,17 @@ class StageClock:
         self.started = time.time()
         self.deadline = self.started + max(0.0, share - self.before)
         self.share = share
+        self.exhausted = False  # not even the fastest model's first epoch fits in what is left
+
+    def over(self) -> bool:
+        """Whether the stage should start no new trial."""
+        return self.exhausted or self.left() <= 0
+
+    def __enter__(self) -> StageClock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.save()  # also after a Ctrl-C or an error: the time spent is kept
 
     def elapsed(self) -> float:
         """Seconds this stage has spent, over every run."""
@@ -78,12 +89,17 @@ class StageBudget:
     clock: StageClock
     first_epoch: Callable[[TrainConfig], float]
     keeps_stopped: bool = False
+    fastest_epoch: float = 0.0  # the fastest candidate's first epoch at the stage's size: when even it does not
+    # fit, the stage ends
 
     def start(self, trial: optuna.trial.Trial, cfg: TrainConfig) -> DeadlineReporter:
-        """The trial's deadline reporter; prunes it before training when not even one epoch fits."""
+        """The trial's deadline reporter; prunes it before training when not even one epoch fits (and ends the
+        stage when the fastest model would not fit either)."""
         need = self.first_epoch(cfg) * (1 + TAIL_SHARE) + TAIL_S
         left = self.clock.left()
         if need > left:
+            if self.fastest_epoch * (1 + TAIL_SHARE) + TAIL_S > left:
+                self.clock.exhausted = True
             reason = (f"not trained: its first epoch needs about {need:.0f} s and stage {self.clock.name} has "
                       f"{max(0.0, left):.0f} s of its share left")
             record_over_budget(trial, reason)

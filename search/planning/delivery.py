@@ -64,6 +64,8 @@ class _Curves:
 def export_choice(refit: Session, choice: Choice, out: Path) -> tuple[dict, Latency, float]:
     """Writes the chosen model into `out` with model.onnx; returns its training.json facts, latency and the largest
     ONNX-PyTorch difference. The choice is kept in training.json as "auto" (TTA, threshold, why)."""
+    for leftover in out.glob(".*.tmp") if out.is_dir() else []:  # an atomic write an interrupted delivery left
+        leftover.unlink()
     check_destination(out, refit.run_dir)
     trials = {t.number: t for t in refit.study.get_trials(deepcopy=False)}
     if choice.candidate.kind == "single":

@@ -17,12 +17,11 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from polyp.config import TrainConfig
 from polyp.data import PolypData
 from search.engine.enqueue import PlannedTrial, enqueue_missing
 from search.engine.notes import write_note
 from search.engine.objective import Objective
-from search.engine.record import TrialRecord, stage_source, stage_source_attributes
+from search.engine.record import TrialRecord, refit_settings, stage_source, stage_source_attributes
 from search.engine.refit_runs import (
     FoldData,
     enqueue_runs,
@@ -33,6 +32,7 @@ from search.engine.refit_runs import (
     run_plan,
 )
 from search.engine.session import Session, StudyRequest, load_data, open_session
+from search.engine.storage import safe_url
 from search.engine.trial_loop import print_trial, run_until, top_trials
 from search.planning.clock import StageBudget, StageClock
 from search.planning.plan import S2_SHARE_OF_S1, Costs, Stage
@@ -72,8 +72,11 @@ class AutoRun:
         return open_session(self.request, spec=self.stage_spec(stage, image_size, epochs))
 
 
-def first_epoch(costs: Costs) -> Callable[[TrainConfig], float]:
-    return lambda cfg: costs.epoch_seconds((cfg.arch, cfg.encoder), cfg.image_size)
+def stage_budget(clock: StageClock, costs: Costs, image_size: int, keeps_stopped: bool = False) -> StageBudget:
+    """The budget a stage gives each trial: its first epoch predicted from the step times."""
+    fastest = min(costs.epoch_seconds(model, image_size) for model in costs.times.per_image)
+    return StageBudget(clock, lambda cfg: costs.epoch_seconds((cfg.arch, cfg.encoder), cfg.image_size), keeps_stopped,
+                       fastest)
 
 
 def model_of(trial: FrozenTrial) -> tuple[str, str]:
@@ -88,13 +91,11 @@ def _objective(run: AutoRun, session: Session, data: PolypData, budget: StageBud
 
 def run_stage1(run: AutoRun, session: Session, data: PolypData, state: RunState, stage: Stage, costs: Costs) -> str:
     """Samples stage 1's trials until it holds `stage.trials` finished ones or its share is spent."""
-    clock = StageClock(state, "s1", stage.seconds, run.budget, run.log)
-    objective = _objective(run, session, data, StageBudget(clock, first_epoch(costs)))
-    try:
+    with StageClock(state, "s1", stage.seconds, run.budget, run.log) as clock:
+        objective = _objective(run, session, data, stage_budget(clock, costs, stage.image_size))
         return run_until(session.study, objective, stage.trials, session.storage, timeout=max(0.0, clock.left()),
-                         callbacks=[print_trial, clock.progress], sampler_for=session.sampler_for)
-    finally:
-        clock.save()
+                         callbacks=[print_trial, clock.progress], sampler_for=session.sampler_for,
+                         stop_when=clock.over)
 
 
 def stage2_sources(s1: Session) -> list[FrozenTrial]:
@@ -122,20 +123,18 @@ def copy_split(source: Session, target: Session) -> None:
 def run_stage2(run: AutoRun, s1: Session, state: RunState, stage: Stage, sources: list[FrozenTrial],
                costs: Costs) -> Session:
     """Trains each source configuration of stage 1 once more at stage 2's size and epochs (NAME.s2)."""
-    session = run.open_stage("s2", stage.image_size, stage.epochs)
-    copy_split(s1, session)
-    data = load_data(session)
-    planned = [PlannedTrial(source.number, dict(source.params), stage_source_attributes(source)) for source in sources]
-    enqueue_missing(session.study, session.storage, planned, key_of=stage_source)
-    keys = {source.number for source in sources}
-    clock = StageClock(state, "s2", stage.seconds, run.budget, run.log)
-    objective = _objective(run, session, data, StageBudget(clock, first_epoch(costs)))
-    try:
+    with StageClock(state, "s2", stage.seconds, run.budget, run.log) as clock:  # the data's decoding counts too
+        session = run.open_stage("s2", stage.image_size, stage.epochs)
+        copy_split(s1, session)
+        data = load_data(session)
+        planned = [PlannedTrial(t.number, dict(t.params), stage_source_attributes(t)) for t in sources]
+        enqueue_missing(session.study, session.storage, planned, key_of=stage_source)
+        keys = {source.number for source in sources}
+        objective = _objective(run, session, data, stage_budget(clock, costs, stage.image_size))
         run_until(session.study, objective, len(keys), session.storage, timeout=max(0.0, clock.left()),
                   callbacks=[print_trial, clock.progress], waiting_only=True,
-                  trial_filter=lambda t: stage_source(t) in keys, sampler_for=session.sampler_for)
-    finally:
-        clock.save()
+                  trial_filter=lambda t: stage_source(t) in keys, sampler_for=session.sampler_for,
+                  stop_when=clock.over)
     return session
 
 
@@ -148,28 +147,30 @@ def open_refit_stage(run: AutoRun, source: Session, stage: Stage) -> tuple[Sessi
         image_size=stage.image_size, epochs=stage.epochs))
     study = optuna.create_study(study_name=spec.name, storage=source.storage, direction="maximize",
                                 load_if_exists=True, pruner=build_pruner("none", spec))
+    stored = refit_settings(study)
+    if stored is not None and stored.get("source_study") not in (f"{run.name}.s1", f"{run.name}.s2"):
+        raise StudyError(f"study {spec.name} in {safe_url(source.storage_url)} holds search.refit's runs of "
+                         f"{stored.get('source_study')}, not this search.auto run's; give another --out or --storage")
     return Session(spec, source.run_dir, source.storage_url, source.storage, study, source.artifacts), settings
 
 
 def run_stage3(run: AutoRun, source: Session, state: RunState, stage: Stage, costs: Costs) -> Session:
     """Refits the best `stage.trials` configurations of `source` with `stage.seeds` seeds each (NAME.refit); a run
     the budget stops keeps its best epoch so far."""
-    session, settings = open_refit_stage(run, source, stage)
-    plan = run_plan(top_trials(source.study, stage.trials), settings)
-    split = refit_split(session, source, 0)
-    data = load_data(session)
-    record_refit(session, source)
-    enqueue_runs(session, plan, settings)
-    planned = {(trial.number, seed, fold) for trial, seed, fold in plan}
-    clock = StageClock(state, "s3", stage.seconds, run.budget, run.log)
-    objective = _objective(run, session, data, StageBudget(clock, first_epoch(costs), keeps_stopped=True),
-                           data_for=FoldData(session, split, data))
-    try:
+    with StageClock(state, "s3", stage.seconds, run.budget, run.log) as clock:  # the data's decoding counts too
+        session, settings = open_refit_stage(run, source, stage)
+        plan = run_plan(top_trials(source.study, stage.trials), settings)
+        split = refit_split(session, source, 0)
+        data = load_data(session)
+        record_refit(session, source)
+        enqueue_runs(session, plan, settings)
+        planned = {(trial.number, seed, fold) for trial, seed, fold in plan}
+        objective = _objective(run, session, data, stage_budget(clock, costs, stage.image_size, keeps_stopped=True),
+                               data_for=FoldData(session, split, data))
         run_until(session.study, objective, len(plan), session.storage, timeout=max(0.0, clock.left()),
                   callbacks=[print_run, clock.progress], waiting_only=True,
-                  trial_filter=lambda t: run_key(t) in planned, sampler_for=session.sampler_for)
-    finally:
-        clock.save()
+                  trial_filter=lambda t: run_key(t) in planned, sampler_for=session.sampler_for,
+                  stop_when=clock.over)
     return session
 
 

@@ -13,8 +13,8 @@ import optuna
 
 from search.planning.plan import Stage
 
-INPUTS, STAGES, SPENT, DONE, CORRECTION, DELIVERED = (
-    "auto_inputs", "auto_stages", "auto_spent", "auto_done", "auto_correction", "auto_delivered")
+INPUTS, STAGES, SPENT, DONE, CORRECTION, DELIVERED, BUDGET = (
+    "auto_inputs", "auto_stages", "auto_spent", "auto_done", "auto_correction", "auto_delivered", "auto_budget")
 
 
 class RunState:
@@ -33,7 +33,7 @@ class RunState:
         self.study.set_user_attr(INPUTS, inputs)
 
     def spent(self) -> dict[str, float]:
-        """Seconds spent per part (timing, s1, s2, s3, deliver) over every run of the command."""
+        """Seconds spent per part (setup: storage and data, timing, s1, s2, s3, deliver) over every run of the command."""
         return dict(self._get(SPENT, {}))
 
     def set_spent(self, part: str, seconds: float) -> None:
@@ -62,6 +62,13 @@ class RunState:
 
     def record_correction(self, value: float) -> None:
         self.study.set_user_attr(CORRECTION, round(value, 4))
+
+    def budget(self) -> float | None:
+        """The --budget of the last run of the command (seconds)."""
+        return self._get(BUDGET, None)
+
+    def record_budget(self, seconds: float) -> None:
+        self.study.set_user_attr(BUDGET, seconds)
 
     def delivered(self) -> str | None:
         return self._get(DELIVERED, None)
