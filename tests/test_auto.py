@@ -151,14 +151,22 @@ def auto_study(tmp_path: Path) -> Path:
     return write_study(tmp_path, tables, "tiny.toml")
 
 
-def test_search_auto_delivers_an_exported_model_its_scores_and_card_within_the_budget(
+def test_search_auto_goes_on_after_ctrl_c_and_delivers_a_model_its_scores_and_card_within_the_budget(
         tmp_path, auto_study, synthetic_dir, capsys):
+    fake_trainers.ctrl_c_on_call_3.reset()
+    args = auto_args(tmp_path, auto_study, synthetic_dir)
+    run = tmp_path / "run"
+    storage = f"sqlite:///{run / 'optuna.db'}"
     started = time.monotonic()
-    assert auto.main(auto_args(tmp_path, auto_study, synthetic_dir)) == 0
+    assert auto.main([*args[:-1], "fake_trainers:ctrl_c_on_call_3"]) == 130  # Ctrl-C in stage 1's third trial
+    assert "run the same command again" in capsys.readouterr().err
+    s1 = optuna.load_study(study_name="tiny.s1", storage=storage)
+    assert [t.state.name for t in s1.trials].count("FAIL") == 1 and s1.user_attrs["auto_spent"]["s1"] > 0
+
+    assert auto.main(args) == 0  # the same command goes on
     wall = time.monotonic() - started
     out = capsys.readouterr().out
-    assert "plan for a budget of 3m" in out and "s3  refit" in out and "auto s1: trial 0" in out
-    run = tmp_path / "run"
+    assert "plan for a budget of 3m" in out and "auto s1: trial" in out and "auto: s3  refit" in out
     assert {"model.onnx", "model.safetensors", "config.json", "training.json"} <= {p.name for p in (run / "model").iterdir()}
     facts = json.loads((run / "model" / "training.json").read_text())
     assert facts["auto"]["chosen_by"] == "validation only" and facts["auto"]["tta"] in ("none", "flip", "d4")
@@ -170,13 +178,11 @@ def test_search_auto_delivers_an_exported_model_its_scores_and_card_within_the_b
     assert "data:image/png;base64" in (run / "model_card.html").read_text()
     assert (run / "evaluation" / "summary.csv").read_text().startswith("data set,images,mDice")
     assert "auto s3: trial" in (run / "progress.log").read_text()
-    study = optuna.load_study(study_name="tiny.s1", storage=f"sqlite:///{run / 'optuna.db'}")
-    spent = sum(study.user_attrs["auto_spent"].values())
-    assert spent <= 180 * 1.05 and wall <= 180 * 1.05
-    assert {"tiny.s1", "tiny.s2", "tiny.refit"} <= {s.study_name for s in optuna.get_all_study_summaries(
-        f"sqlite:///{run / 'optuna.db'}")}
+    s1 = optuna.load_study(study_name="tiny.s1", storage=storage)
+    assert sum(s1.user_attrs["auto_spent"].values()) <= 180 * 1.05 and wall <= 180 * 1.05
+    assert {"tiny.s1", "tiny.s2", "tiny.refit"} <= {s.study_name for s in optuna.get_all_study_summaries(storage)}
 
-    assert auto.main(auto_args(tmp_path, auto_study, synthetic_dir)) == 0  # the same command again: where it is
+    assert auto.main(args) == 0  # a finished run says where its model is
     assert f"its model is {run / 'model'}" in capsys.readouterr().out
 
 
@@ -193,21 +199,6 @@ def test_a_rerun_with_other_inputs_is_refused_naming_what_differs(tmp_path, auto
     assert auto.main(changed) == 2
     err = capsys.readouterr().err
     assert named in err and "before" in err and "another --out" in err
-
-
-def test_ctrl_c_leaves_the_studies_consistent_and_the_same_command_goes_on(
-        tmp_path, auto_study, synthetic_dir, capsys):
-    fake_trainers.ctrl_c_on_call_3.reset()
-    args = auto_args(tmp_path, auto_study, synthetic_dir)
-    interrupted = [*args[:-1], "fake_trainers:ctrl_c_on_call_3"]
-    assert auto.main(interrupted) == 130
-    assert "run the same command again" in capsys.readouterr().err
-    storage = f"sqlite:///{tmp_path / 'run' / 'optuna.db'}"
-    s1 = optuna.load_study(study_name="tiny.s1", storage=storage)
-    assert [t.state.name for t in s1.trials].count("FAIL") == 1
-    assert s1.user_attrs["auto_spent"]["s1"] > 0
-    assert auto.main(args) == 0
-    assert (tmp_path / "run" / "MODEL_CARD.md").is_file()
 
 
 def test_each_tta_mode_is_the_mean_of_its_own_passes_among_d4s(tmp_path):
