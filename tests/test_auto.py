@@ -154,7 +154,8 @@ def auto_study(tmp_path: Path) -> Path:
 def test_search_auto_goes_on_after_ctrl_c_and_delivers_a_model_its_scores_and_card_within_the_budget(
         tmp_path, auto_study, synthetic_dir, capsys):
     fake_trainers.ctrl_c_on_call_3.reset()
-    args = auto_args(tmp_path, auto_study, synthetic_dir)
+    args = [*auto_args(tmp_path, auto_study, synthetic_dir)[:-2], "--eval-data", f"other={synthetic_dir}",
+            "--trainer", "search.testing:fake_fit"]
     run = tmp_path / "run"
     storage = f"sqlite:///{run / 'optuna.db'}"
     started = time.monotonic()
@@ -176,7 +177,9 @@ def test_search_auto_goes_on_after_ctrl_c_and_delivers_a_model_its_scores_and_ca
                     "Reliability", "Latency on this machine", "## Budget", "segmentation-models-pytorch"):
         assert section in card
     assert "data:image/png;base64" in (run / "model_card.html").read_text()
-    assert (run / "evaluation" / "summary.csv").read_text().startswith("data set,images,mDice")
+    assert "test only (--eval-data" in card and "| other |" in card
+    summary = (run / "evaluation" / "summary.csv").read_text()
+    assert summary.startswith("data set,images,mDice") and "\nother," in summary
     assert "auto s3: trial" in (run / "progress.log").read_text()
     s1 = optuna.load_study(study_name="tiny.s1", storage=storage)
     assert sum(s1.user_attrs["auto_spent"].values()) <= 180 * 1.05 and wall <= 180 * 1.05

@@ -85,7 +85,9 @@ def build_card(name: str, s1: Session, source: Session, refit: Session, choice: 
     card.heading("Intended use and limits")
     card.text(INTENDED_USE)
     card.heading("Data")
-    card.table(["set", "folder", "train", "validation", "test", "split", "terms"], data_rows(refit))
+    extra = [[r.name, str(r.root), "0", "0", str(r.summary["images"]), "test only (--eval-data, never used to choose)",
+              terms_of(r.name, str(r.root))] for r in results if not r.name.endswith("/test")]
+    card.table(["set", "folder", "train", "validation", "test", "split", "terms"], data_rows(refit) + extra)
     card.heading("The model and why it was chosen")
     card.text(f"Chosen on validation images alone: {choice.describe()}. Candidates: the best refit run, the ensemble "
               f"of the winning configuration's runs and of each configuration's best run, each with TTA none, flip "

@@ -40,6 +40,7 @@ class SetResult:
     """One scored set: polyp.evaluate's summary, mDice over thresholds, calibration and its worst-images sheet."""
 
     name: str
+    root: Path  # the set's folder
     summary: dict
     mdice_thresholds: float
     reliability: list[dict]
@@ -111,7 +112,7 @@ def score_sets(model: Path, sets: list[EvalSet], choice: Choice, folder: Path) -
         summaries[data.name] = summary
         per_image += rows
         sheet = worst_sheet(data, worst, folder)
-        results.append(SetResult(data.name, summary, curves.mean(), reliability.rows(),
+        results.append(SetResult(data.name, data.root, summary, curves.mean(), reliability.rows(),
                                  reliability.ece(), sheet))
     write_outputs(folder, table_rows(summaries), per_image)
     reliability_plot({r.name: (r.reliability, r.ece) for r in results}, folder / "reliability.png")
