@@ -245,3 +245,22 @@ def test_a_rerun_with_a_larger_budget_gives_the_unfinished_stage_its_share_of_th
     grown = state.stages()
     assert grown["s1"].seconds == plan.stage("s1").seconds  # finished: as it was
     assert grown["s2"].seconds == pytest.approx(plan.stage("s2").seconds + 3600 * 0.20)
+
+
+def test_stage_2_takes_the_best_third_of_stage_1_pruned_trials_included():
+    from types import SimpleNamespace
+
+    from search.planning.stages import stage2_sources
+
+    study = optuna.create_study(direction="maximize")
+    for values, state in (({1: 0.1, 4: 0.3}, "complete"), ({1: 0.7, 3: 0.8}, "pruned"), ({1: 0.5}, "pruned"),
+                          ({1: 0.6, 4: 0.75}, "complete"), ({1: 0.2}, "pruned"), ({1: 0.65, 3: 0.7}, "pruned")):
+        trial = study.ask()
+        for epoch, value in values.items():
+            trial.report(value, epoch)
+        if state == "complete":
+            study.tell(trial, max(values.values()))
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    chosen = stage2_sources(SimpleNamespace(study=study, spec=SimpleNamespace(name="tiny.s1")))
+    assert [t.number for t in chosen] == [1, 3]

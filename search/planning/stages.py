@@ -21,7 +21,13 @@ from polyp.data import PolypData
 from search.engine.enqueue import PlannedTrial, enqueue_missing
 from search.engine.notes import write_note
 from search.engine.objective import Objective
-from search.engine.record import TrialRecord, refit_settings, stage_source, stage_source_attributes
+from search.engine.record import (
+    TrialRecord,
+    refit_settings,
+    stage_source,
+    stage_source_attributes,
+    trial_value,
+)
 from search.engine.refit_runs import (
     FoldData,
     enqueue_runs,
@@ -98,18 +104,23 @@ def run_stage1(run: AutoRun, session: Session, data: PolypData, state: RunState,
                          stop_when=clock.over)
 
 
+def stage1_score(trial: FrozenTrial) -> float:
+    """A stage-1 trial's best validation value at any epoch it reached (a pruned trial's too)."""
+    reported = [value for value in trial.intermediate_values.values() if value == value]
+    return max(reported) if reported else (trial_value(trial) or 0.0)
+
+
 def stage2_sources(s1: Session) -> list[FrozenTrial]:
-    """The best third of stage 1's complete trials, at least 2: where fewer completed, the pruned trials that got
-    furthest (most epochs, then the best value there) make up the number. Best first."""
-    complete = top_trials(s1.study, 10**6)
-    if not complete:
+    """The best third (at least 2) of stage 1's finished trials by their best validation value, pruned ones
+    included: successive halving lets the first trials run to the end unopposed, so a pruned trial's value at
+    epoch 3 can beat a complete one's. Best first."""
+    if not top_trials(s1.study, 1):
         raise StudyError(f"study {s1.spec.name}: stage 1 completed no trial within its share (every trial was pruned "
                          f"or failed; see the lines above); give a larger --budget")
-    wanted = max(2, math.ceil(len(complete) / S2_SHARE_OF_S1))
-    pruned = [t for t in s1.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)) if t.intermediate_values]
-    pruned.sort(key=lambda t: (max(t.intermediate_values), t.intermediate_values[max(t.intermediate_values)]),
-                reverse=True)
-    return (complete + pruned)[:wanted]
+    finished = [t for t in s1.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+                if t.intermediate_values or trial_value(t) is not None]
+    ranked = sorted(finished, key=stage1_score, reverse=True)
+    return ranked[:max(2, math.ceil(len(ranked) / S2_SHARE_OF_S1))]
 
 
 def copy_split(source: Session, target: Session) -> None:
