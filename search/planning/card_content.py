@@ -44,7 +44,7 @@ def stage_values(s1: Session, source: Session, refit: Session, source_trial: int
     s1_trial = s1_trials.get(s1_number)
     row = rows.get(source_trial)
     refit_cell = "-" if row is None or row.val_mean is None else (
-        f"{row.val_mean:.4f} ± {row.val_std:.4f} ({row.runs} run{'s' * (row.runs > 1)})")
+        f"{row.val_mean:.4f} ± {row.val_std:.4f} ({row.runs} runs)" if row.runs > 1 else f"{row.val_mean:.4f} (1 run)")
     return [["s1 (search)", f"trial {s1_number}", number(trial_value(s1_trial) if s1_trial else None)],
             ["s2 (larger)", f"trial {source_trial}" if s2_trial else "-", number(trial_value(s2_trial) if s2_trial else None)],
             ["s3 (refit)", "mean ± sd over its runs", refit_cell]]
@@ -91,7 +91,7 @@ def build_card(name: str, s1: Session, source: Session, refit: Session, choice: 
     card.heading("The model and why it was chosen")
     card.text(f"Chosen on validation images alone: {choice.describe()}. Candidates: the best refit run, the ensemble "
               f"of the winning configuration's runs and of each configuration's best run, each with TTA none, flip "
-              f"or d4 and thresholds 0.3 to 0.7; a costlier one is taken only when it beats the simplest one within "
+              f"or d4 and thresholds 0.2 to 0.8; a costlier one is taken only when it beats the simplest one within "
               f"0.002 of the best. Use it as it was scored: polyp.predict (or polyp.evaluate) --tta {choice.tta} "
               f"--threshold {choice.threshold:g} (also kept in training.json as \"auto\").")
     trials = {t.number: t for t in refit.study.get_trials(deepcopy=False)}
