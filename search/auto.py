@@ -34,7 +34,7 @@ from polyp.data import PolypData
 from polyp.evaluate.datasets import named_folders
 from polyp.runtime import resolve_device
 from search.cli import USER_ERRORS, fail, import_trainer
-from search.engine.record import kept_run_data
+from search.engine.record import auto_attribute, kept_run_data
 from search.engine.session import Session, StudyRequest, load_data, writable_run_dir
 from search.engine.storage import default_storage_url, open_storage, safe_url
 from search.engine.trial_loop import interrupt_on_signals, top_trials
@@ -123,7 +123,7 @@ def run_inputs(run: AutoRun, max_size: int) -> dict:
 def check_stored_run(storage, url: str, run: AutoRun, inputs: dict, out: Path) -> None:
     """Refuses to go on with a run folder's stored run under other inputs, naming what differs."""
     for summary in optuna.get_all_study_summaries(storage):
-        stored = summary.user_attrs.get("auto_inputs")
+        stored = auto_attribute(summary, "inputs")
         if stored is None:
             continue
         if summary.study_name != f"{run.name}.s1":

@@ -35,7 +35,9 @@ Keys (user attribute: what it holds):
 
 Study attributes (kept on the study, also only here): run_data (the data sets, test lists, validation sets and
 objective its trials train and rank by),
-run_dir (the run folder its trials ran in), refit_settings (a refit study's settings and source study).
+run_dir (the run folder its trials ran in), refit_settings (a refit study's settings and source study), and
+search.auto's run state on its stage-1 study: auto_inputs, auto_stages, auto_spent, auto_done, auto_correction,
+auto_budget, auto_delivered (`auto_attribute`; search.planning.state says what each holds).
 
 Example:
     >>> import optuna
@@ -406,3 +408,16 @@ def artifact_ids(trial: AnyTrial) -> dict[str, str]:
 def csv_values(trial: AnyTrial) -> dict[str, Any] | None:
     """The spreadsheet row's values a (running) trial must train, if it replays one."""
     return trial.user_attrs.get("csv_values")
+
+
+AUTO_PREFIX = "auto_"  # search.auto's run state on its stage-1 study (search.planning.state)
+
+
+def auto_attribute(study: optuna.Study | Any, name: str, default: Any = None) -> Any:
+    """search.auto's state value `name` on its stage-1 study (or a study summary); `default` when unset."""
+    return study.user_attrs.get(f"{AUTO_PREFIX}{name}", default)
+
+
+def record_auto_attribute(study: optuna.Study, name: str, value: Any) -> None:
+    """Keeps search.auto's state value `name` on its stage-1 study."""
+    study.set_user_attr(f"{AUTO_PREFIX}{name}", value)

@@ -1,7 +1,7 @@
 """What search.auto keeps between runs of the same command, on its stage-1 study (NAME.s1) in the storage: the
 inputs it was started with, the plan of each stage begun, the seconds spent per stage, the stages finished,
-how far the trials ran over their estimates, and where the delivered model is. This module is the only one that
-names these study attributes.
+how far the trials ran over their estimates, and where the delivered model is. They are kept through
+search.engine.record (`auto_attribute`), the owner of every study attribute.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from typing import Any
 
 import optuna
 
+from search.engine.record import auto_attribute, record_auto_attribute
 from search.planning.plan import Stage
 
 INPUTS, STAGES, SPENT, DONE, CORRECTION, DELIVERED, BUDGET = (
-    "auto_inputs", "auto_stages", "auto_spent", "auto_done", "auto_correction", "auto_delivered", "auto_budget")
+    "inputs", "stages", "spent", "done", "correction", "delivered", "budget")
 
 
 class RunState:
@@ -24,20 +25,23 @@ class RunState:
         self.study = study
 
     def _get(self, key: str, default: Any) -> Any:
-        return self.study.user_attrs.get(key, default)
+        return auto_attribute(self.study, key, default)
+
+    def _set(self, key: str, value: Any) -> None:
+        record_auto_attribute(self.study, key, value)
 
     def inputs(self) -> dict | None:
         return self._get(INPUTS, None)
 
     def record_inputs(self, inputs: dict) -> None:
-        self.study.set_user_attr(INPUTS, inputs)
+        self._set(INPUTS, inputs)
 
     def spent(self) -> dict[str, float]:
         """Seconds spent per part (setup: storage and data, timing, s1, s2, s3, deliver) over every run of the command."""
         return dict(self._get(SPENT, {}))
 
     def set_spent(self, part: str, seconds: float) -> None:
-        self.study.set_user_attr(SPENT, {**self.spent(), part: round(seconds, 2)})
+        self._set(SPENT, {**self.spent(), part: round(seconds, 2)})
 
     def total_spent(self) -> float:
         return sum(self.spent().values())
@@ -47,34 +51,34 @@ class RunState:
         return {name: Stage(**fields) for name, fields in self._get(STAGES, {}).items()}
 
     def record_stage(self, stage: Stage) -> None:
-        self.study.set_user_attr(STAGES, {**self._get(STAGES, {}), stage.name: asdict(stage)})
+        self._set(STAGES, {**self._get(STAGES, {}), stage.name: asdict(stage)})
 
     def done(self, name: str) -> bool:
         return name in self._get(DONE, [])
 
     def mark_done(self, name: str) -> None:
         if not self.done(name):
-            self.study.set_user_attr(DONE, [*self._get(DONE, []), name])
+            self._set(DONE, [*self._get(DONE, []), name])
 
     def correction(self) -> float:
         """Measured epoch seconds / predicted, of the trials so far (1.0: none yet)."""
         return float(self._get(CORRECTION, 1.0))
 
     def record_correction(self, value: float) -> None:
-        self.study.set_user_attr(CORRECTION, round(value, 4))
+        self._set(CORRECTION, round(value, 4))
 
     def budget(self) -> float | None:
         """The --budget of the last run of the command (seconds)."""
         return self._get(BUDGET, None)
 
     def record_budget(self, seconds: float) -> None:
-        self.study.set_user_attr(BUDGET, seconds)
+        self._set(BUDGET, seconds)
 
     def delivered(self) -> str | None:
         return self._get(DELIVERED, None)
 
     def record_delivered(self, folder: str) -> None:
-        self.study.set_user_attr(DELIVERED, folder)
+        self._set(DELIVERED, folder)
 
 
 def differences(stored: dict, now: dict) -> list[str]:
