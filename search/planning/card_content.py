@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from optuna.trial import TrialState
-from scipy.stats import spearmanr
 
 from polyp.data import Split
 from polyp.latency import Latency
@@ -17,19 +15,10 @@ from search.planning.card import INTENDED_USE, Card, number, terms_of, versions
 from search.planning.choice import Choice
 from search.planning.delivery import SetResult
 from search.planning.plan import Stage
-from search.results.refit_table import rank_correlation, refit_rows
+from search.results.refit_table import rank_correlation, refit_rows, spearman
 
 KEY_FIELDS = ("arch", "encoder", "encoder_depth", "decoder_attention", "image_size", "epochs", "lr", "batch_size",
               "weight_decay", "loss", "augment", "schedule", "encoder_weights")
-
-
-def _rho(pairs: list[tuple[float, float]]) -> float | None:
-    if len(pairs) < 2:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rho = spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic
-    return None if rho != rho else float(rho)
 
 
 def stage_values(s1: Session, source: Session, refit: Session, source_trial: int) -> list[list[str]]:
@@ -55,10 +44,10 @@ def correlations(s1: Session, source: Session, refit: Session) -> list[list[str]
     s1_values = {t.number: trial_value(t) for t in s1.study.get_trials(deepcopy=False)}
     s2_trials = [] if source.spec.name == s1.spec.name else source.study.get_trials(
         deepcopy=False, states=(TrialState.COMPLETE,))
-    pairs = [(s1_values.get(stage_source(t)), trial_value(t)) for t in s2_trials]
-    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+    pairs = [(a, b) for t in s2_trials if (a := s1_values.get(stage_source(t))) is not None
+             and (b := trial_value(t)) is not None]
     rows = refit_rows(refit.study)
-    first, second = _rho(pairs), rank_correlation(rows)
+    first, second = spearman(pairs), rank_correlation(rows)
     return [["s1 -> s2", str(len(pairs)), number(first, 3)],
             ["s2 -> s3 (refit mean)", str(sum(r.val_mean is not None for r in rows)), number(second, 3)]]
 

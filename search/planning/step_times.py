@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from polyp.bench import random_batch
 from polyp.config import TrainConfig
 from polyp.data import default_cache_dir
 from polyp.io import write_json
@@ -71,10 +72,11 @@ def time_config(cfg: TrainConfig) -> float:
     """Seconds per image of one training step of `cfg` (random weights: the weights do not change the time)."""
     device = resolve_device(cfg.device)
     cfg = dataclasses.replace(cfg, encoder_weights="none", compile=False)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)  # as the trainer runs it
     torch.manual_seed(cfg.seed)
     step = TrainStep(cfg, build_model(cfg).to(device), device, SCHEDULE_STEPS)
-    images = torch.randint(0, 256, (cfg.batch_size, 3, cfg.image_size, cfg.image_size), dtype=torch.uint8)
-    masks = (torch.rand(cfg.batch_size, 1, cfg.image_size, cfg.image_size) > 0.7).float()
+    images, masks = random_batch(cfg, cfg.image_size, cfg.batch_size)
     step.train(images, masks)
     best = float("inf")
     for _ in range(TIMED_STEPS):
@@ -87,7 +89,7 @@ def time_config(cfg: TrainConfig) -> float:
 
 
 def _key(cfg: TrainConfig) -> str:
-    return (f"{cfg.arch}|{cfg.encoder}|depth {cfg.encoder_depth}|{cfg.decoder_attention}|ds {cfg.deep_supervision}|"
+    return (f"{cfg.arch}|{cfg.encoder}|threads {cfg.threads}|depth {cfg.encoder_depth}|{cfg.decoder_attention}|ds {cfg.deep_supervision}|"
             f"{cfg.image_size} px|batch {cfg.batch_size}|{cfg.precision}|channels_last {cfg.channels_last}")
 
 

@@ -96,7 +96,12 @@ def value_name(rows: list[RefitRow]) -> str:
 
 def rank_correlation(rows: list[RefitRow]) -> float | None:
     """Spearman's rho between the configurations' search values and their mean refit validation mDice."""
-    pairs = [(row.search_value, row.val_mean) for row in rows if row.search_value is not None and row.val_mean is not None]
+    return spearman([(row.search_value, row.val_mean) for row in rows])
+
+
+def spearman(pairs: list[tuple[float | None, float | None]]) -> float | None:
+    """Spearman's rho over the pairs with both values; None with fewer than 2 or a constant side."""
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
     if len(pairs) < 2:
         return None
     with warnings.catch_warnings():
