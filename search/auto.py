@@ -13,7 +13,8 @@ No trial starts that cannot train an epoch within its stage's share, a running o
 which another would overrun it, and each stage is planned again from the time left, so the run ends within the
 budget. One line per trial says the stage's and the run's time and what is left; they also go to
 `--out/progress.log`. The same command again goes on where it stopped (Ctrl-C leaves every study consistent); a
-finished run prints where its model is.
+finished run prints where its model is. `--workers N` trains each stage's trials in N processes that share the
+stage's study (search.planning.stage_workers); the plan counts them.
 
 Example:
     python -m search.auto --data synthetic --budget 10m --out runs/auto-demo
@@ -33,15 +34,16 @@ from polyp.config import TrainConfig
 from polyp.data import PolypData
 from polyp.evaluate.datasets import named_folders
 from polyp.runtime import resolve_device
-from search.cli import USER_ERRORS, fail, import_trainer
+from search.cli import USER_ERRORS, add_worker_options, fail, import_trainer
 from search.engine.record import auto_attribute, kept_run_data
 from search.engine.session import Session, StudyRequest, load_data, writable_run_dir
 from search.engine.storage import default_storage_url, open_storage, safe_url
 from search.engine.trial_loop import interrupt_on_signals, top_trials
+from search.engine.workers import plan_workers
 from search.planning.budget import format_duration, minutes, parse_budget
 from search.planning.card_content import build_card
 from search.planning.choice import choose
-from search.planning.clock import StageClock, write_log
+from search.planning.clock import StageClock, WorkerClock, write_log
 from search.planning.delivery import export_choice, extra_sets, score_sets, test_sets
 from search.planning.plan import EPOCHS, S3_CONFIGS, SHARES, Costs, Plan, check_budget, make_plan
 from search.planning.stages import (
@@ -52,8 +54,13 @@ from search.planning.stages import (
     run_stage1,
     run_stage2,
     run_stage3,
+    stage1_loop,
+    stage2_loop,
+    stage2_session,
     stage2_sources,
+    stage3_loop,
 )
+from search.planning.stage_workers import StageWorkers
 from search.planning.state import RunState, differences
 from search.planning.step_times import measure
 from search.study.errors import StudyError
@@ -85,11 +92,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-image-size", type=int, default=MAX_SIZE,
                         help=f"largest image size the refit may choose (default {MAX_SIZE})")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto")
-    parser.add_argument("--threads", type=int, help="torch threads, 0 = every core (default: the study's)")
+    parser.add_argument("--threads", type=int, help="torch threads, 0 = every core (default: the study's; with "
+                        "--workers on the CPU, cores / N each)")
+    parser.add_argument("--loader-workers", type=int, help="processes preparing each trial's batches, -1 = auto")
     parser.add_argument("--seed", type=int, help="sampler and split seed (default: the study's)")
     parser.add_argument("--heartbeat", type=int, default=15, help="seconds between a running trial's heartbeats")
     parser.add_argument("--quiet", action="store_true", help="no line per epoch")
     parser.add_argument("--trainer", default="polyp.train:fit", help="training function module:name (tests: a fake)")
+    add_worker_options(parser)
+    parser.add_argument("--stage-worker", choices=("s1", "s2", "s3"), help=argparse.SUPPRESS)  # one of --workers
+    parser.add_argument("--stage-deadline", type=float, help=argparse.SUPPRESS)  # its stage's end (Unix time)
     return parser.parse_args(argv)
 
 
@@ -135,17 +147,26 @@ def check_stored_run(storage, url: str, run: AutoRun, inputs: dict, out: Path) -
                              f"ones to go on with it, or another --out (or --storage) for a new run")
 
 
-def open_run(args: argparse.Namespace, budget: float) -> tuple[AutoRun, Session, PolypData, RunState]:
+def stage_workers(args: argparse.Namespace, argv: list[str], base: TrainConfig) -> StageWorkers | None:
+    """The worker processes of `--workers N` (None: this process trains)."""
+    if args.workers == 1 and not args.devices:
+        return None
+    return StageWorkers(plan_workers(args.workers, args.devices, args.device, argv, base))
+
+
+def open_run(args: argparse.Namespace, budget: float, argv: list[str]) -> tuple[AutoRun, Session, PolypData, RunState]:
     out = writable_run_dir(args.out)
     given = {key: getattr(args, key) for key in DATA_FLAGS if getattr(args, key) is not None}
-    training = {key: getattr(args, key) for key in ("device", "threads") if getattr(args, key) is not None}
+    training = {key: getattr(args, key) for key in ("device", "threads", "loader_workers")
+                if getattr(args, key) is not None}
     request = StudyRequest(study=args.study, storage=args.storage, run_dir=str(out), heartbeat=args.heartbeat,
                            settings=CommandSettings(run=given, training=training))
     spec, note = with_local_encoders(request.spec())
     if note:
         print(note, flush=True)
     named_folders(args.eval_data)  # a mistyped --eval-data is refused now, not after the training
-    run = AutoRun(spec, request, budget, import_trainer(args.trainer), not args.quiet, out / "progress.log")
+    run = AutoRun(spec, request, budget, import_trainer(args.trainer), not args.quiet, out / "progress.log",
+                  stage_workers(args, argv, spec.base))
     url = args.storage or default_storage_url(out)
     inputs = run_inputs(run, args.max_image_size)
     check_stored_run(open_storage(url, args.heartbeat), url, run, inputs, out)
@@ -157,10 +178,17 @@ def open_run(args: argparse.Namespace, budget: float) -> tuple[AutoRun, Session,
     return run, s1, load_data(s1), state
 
 
+def timing_config(run: AutoRun) -> TrainConfig:
+    """The config steps are timed with: on this device, at the threads each trial trains with (a worker's share
+    of the cores under --workers)."""
+    threads = run.workers.threads(run.spec.base.threads) if run.workers is not None else run.spec.base.threads
+    return dataclasses.replace(run.spec.base, device=str(resolve_device(run.spec.base.device)), threads=threads)
+
+
 def costs_of(run: AutoRun, data: PolypData, state: RunState, sizes: list[int]) -> Costs:
     """The cost model from the step times: every model at stage 1's size first (a budget too small is refused
     then, before the larger sizes are timed), then the slowest at every size."""
-    base: TrainConfig = dataclasses.replace(run.spec.base, device=str(resolve_device(run.spec.base.device)))
+    base = timing_config(run)
     val = len(data.val) + sum(len(images) for images in data.external.values())
     for timed_sizes in (sizes[:1], sizes):
         times = measure(candidate_models(run), base, timed_sizes)
@@ -192,7 +220,8 @@ def update_correction(state: RunState, session: Session, costs: Costs) -> Costs:
 
 def plan_now(run: AutoRun, state: RunState, costs: Costs, sizes: list[int], **models) -> Plan:
     done = {name for name in ("s1", "s2", "s3") if state.done(name)}
-    return make_plan(run.budget, state.spent(), costs, sizes, fixed=state.stages(), done=done, **models)
+    return make_plan(run.budget, state.spent(), costs, sizes, fixed=state.stages(), done=done,
+                     workers=run.workers.count if run.workers is not None else 1, **models)
 
 
 def say(run: AutoRun, line: str) -> None:
@@ -230,8 +259,7 @@ def drive(run: AutoRun, s1: Session, data: PolypData, state: RunState, args: arg
         state.mark_done("s2")
         costs = update_correction(state, s2, costs)
     else:
-        stage = state.stages()["s2"]
-        s2 = run.open_stage("s2", stage.image_size, stage.epochs)
+        s2 = stage2_session(run, state.stages()["s2"])
     source = s2 if top_trials(s2.study, 1) else s1
     if not state.done("s3"):
         stage = state.stages().get("s3") or plan_now(run, state, costs, sizes, s3_models=[
@@ -274,14 +302,40 @@ def deliver(run: AutoRun, s1: Session, source: Session, refit: Session, state: R
     return 0
 
 
+def work_stage(args: argparse.Namespace, argv: list[str]) -> int:
+    """One of the --workers processes: trains the stage's trials until its deadline (the command keeps the time)."""
+    budget = parse_budget(args.budget)
+    run, s1, data, state = open_run(args, budget, argv)
+    name = args.stage_worker
+    stage = state.stages().get(name)
+    if stage is None or args.stage_deadline is None:
+        raise StudyError(f"--stage-worker {name}: the run in {args.out} has not begun stage {name}; run the command "
+                         f"without --stage-worker (search.auto starts its workers itself)")
+    sizes = candidate_sizes(run.spec.base.image_size, args.max_image_size)
+    val = len(data.val) + sum(len(images) for images in data.external.values())
+    costs = Costs(measure(candidate_models(run), timing_config(run), sizes), len(data.train), val, state.correction())
+    clock = WorkerClock(state, name, stage.seconds, budget, args.stage_deadline, run.log)
+    if name == "s1":
+        stage1_loop(run, s1, data, stage, costs, clock)
+    elif name == "s2":
+        stage2_loop(run, s1, stage2_session(run, stage), stage, costs, clock)
+    else:
+        s2 = stage2_session(run, state.stages()["s2"])
+        stage3_loop(run, s2 if top_trials(s2.study, 1) else s1, stage, costs, clock)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     interrupt_on_signals()
     try:
+        if args.stage_worker:
+            return work_stage(args, argv)
         budget = parse_budget(args.budget)
-        run, s1, data, state = open_run(args, budget)
+        run, s1, data, state = open_run(args, budget, argv)
         if delivered := state.delivered():
             print(f"search.auto {run.name}: this run is finished ({minutes(state.total_spent())} of "
                   f"{minutes(budget)}); its model is {delivered}, its card {Path(args.out) / 'MODEL_CARD.md'}")

@@ -264,3 +264,72 @@ def test_stage_2_takes_the_best_third_of_stage_1_pruned_trials_included():
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     chosen = stage2_sources(SimpleNamespace(study=study, spec=SimpleNamespace(name="tiny.s1")))
     assert [t.number for t in chosen] == [1, 3]
+
+
+def test_workers_side_by_side_plan_more_search_trials_and_fill_idle_workers_with_seeds():
+    one, two = (make_plan(3600, 60.0, kvasir_costs(), SIZES, workers=workers) for workers in (1, 2))
+    assert two.stage("s1").trials > one.stage("s1").trials
+    assert two.stage("s3").image_size >= one.stage("s3").image_size
+    assert any("2 workers side by side" in line for line in two.lines())
+    four = make_plan(7200, 60.0, kvasir_costs(), [128, 160], workers=4)  # 2 configurations, 4 workers: 2 seeds
+    assert four.stage("s3").seeds == 2 and four.stage("s3").trials == 2
+    from search.planning.plan import wall_seconds
+
+    assert wall_seconds([3.0, 3.0, 2.0, 2.0], 2) == 5.0 and wall_seconds([3.0, 1.0], 4) == 3.0
+
+
+def test_stage_workers_get_the_stage_its_deadline_and_their_share_of_the_machine(monkeypatch):
+    from search.engine.workers import plan_workers
+    from search.planning.stage_workers import StageWorkers
+
+    argv = ["--data", "synthetic", "--budget", "1h", "--out", "runs/a", "--workers", "2"]
+    workers = StageWorkers(plan_workers(2, None, "cpu", argv, TrainConfig(), cpu_count=4))
+    commands = workers.commands("s2", 1234.5)
+    assert workers.count == 2 and workers.threads(0) == 2
+    for line in commands.argv:
+        assert line[-4:] == ["--stage-worker", "s2", "--stage-deadline", "1234.500"]
+        assert line.count("--workers") == 1 and line[line.index("--workers") + 1] == "1"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpus = StageWorkers(plan_workers(2, "cuda:0,cuda:1", None, argv, TrainConfig(), cpu_count=4))
+    assert [env["CUDA_VISIBLE_DEVICES"] for env in gpus.plan.environments] == ["0", "1"]
+    assert gpus.threads(0) == 0 and "--device" in gpus.plan.argv[0]
+
+
+def test_a_workers_clock_keeps_the_commands_deadline_and_saves_nothing():
+    from search.planning.clock import WorkerClock
+
+    state = RunState(optuna.create_study())
+    clock = WorkerClock(state, "s1", 100.0, 1000.0, deadline=time.time() + 40.0)
+    assert 39.0 < clock.left() <= 40.0 and 59.0 < clock.elapsed() <= 61.0
+    clock.save()
+    assert state.spent() == {}
+
+
+def test_a_stage_worker_started_by_hand_before_its_stage_is_refused(tmp_path, auto_study, synthetic_dir, capsys):
+    args = auto_args(tmp_path, auto_study, synthetic_dir)
+    assert auto.main([*args, "--stage-worker", "s2", "--stage-deadline", "1"]) == 2
+    assert "has not begun stage s2" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # six worker processes (two per stage), each importing torch
+def test_search_auto_with_two_workers_shares_each_stage_and_delivers_within_the_budget(
+        tmp_path, auto_study, synthetic_dir, capsys, monkeypatch):
+    from search_fixtures import worker_env
+
+    import search.planning.plan as plan_module
+
+    monkeypatch.setenv("PYTHONPATH", worker_env()["PYTHONPATH"])
+    monkeypatch.setattr(plan_module, "MAX_S1_TRIALS", 4)  # the command plans; the workers read the plan
+    started = time.monotonic()
+    assert auto.main([*auto_args(tmp_path, auto_study, synthetic_dir), "--workers", "2"]) == 0
+    wall = time.monotonic() - started
+    out = capsys.readouterr().out
+    assert "2 workers side by side" in out and out.count("started 2 workers") == 3
+    assert "[worker 1] auto s1: trial" in out and "[worker 2]" in out and "auto deliver: chose" in out
+    storage = f"sqlite:///{tmp_path / 'run' / 'optuna.db'}"
+    s1 = optuna.load_study(study_name="tiny.s1", storage=storage)
+    assert len(s1.trials) == 4 and len({TrialRecord.of(t).worker for t in s1.trials}) == 2
+    refit = optuna.load_study(study_name="tiny.refit", storage=storage)
+    assert refit.trials and all(t.state.name == "COMPLETE" for t in refit.trials)
+    assert sum(s1.user_attrs["auto_spent"].values()) <= 180 * 1.05 and wall <= 180 * 1.05
+    assert (tmp_path / "run" / "model" / "model.onnx").is_file() and (tmp_path / "run" / "MODEL_CARD.md").is_file()

@@ -68,6 +68,22 @@ class StageClock:
         write_log(self.log, line)
 
 
+class WorkerClock(StageClock):
+    """A stage's clock in one of its `--workers` processes: the command's deadline; the command's own clock keeps
+    the time spent, so this one saves nothing."""
+
+    def __init__(self, state: RunState, name: str, share: float, budget: float, deadline: float,
+                 log: Path | None = None):
+        super().__init__(state, name, share, budget, log)
+        self.deadline = deadline
+
+    def elapsed(self) -> float:
+        return max(0.0, self.share - self.left())
+
+    def save(self) -> None:
+        pass
+
+
 def write_log(log: Path | None, line: str) -> None:
     """Appends a line to the run's progress log (a plain file: readable with tail -f)."""
     if log is not None:

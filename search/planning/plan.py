@@ -87,13 +87,15 @@ class Plan:
     spent: float
     stages: tuple[Stage, ...]
     deliver: float
+    workers: int = 1
 
     def stage(self, name: str) -> Stage:
         return next(stage for stage in self.stages if stage.name == name)
 
     def lines(self) -> list[str]:
         total = self.spent + sum(stage.seconds for stage in self.stages) + self.deliver
-        return [f"plan for a budget of {format_duration(self.budget)} ({minutes(self.spent)} spent before it):",
+        side = f", {self.workers} workers side by side" if self.workers > 1 else ""
+        return [f"plan for a budget of {format_duration(self.budget)} ({minutes(self.spent)} spent before it{side}):",
                 *(f"  {stage.describe()}" for stage in self.stages),
                 f"  deliver: choose on validation, export with ONNX, score every set, model card, {minutes(self.deliver)}",
                 f"  adds up to {minutes(total)} of {minutes(self.budget)}"]
@@ -123,9 +125,9 @@ def check_budget(budget: float, spent: float, costs: Costs, sizes: list[int]) ->
             + (f" ({minutes(spent)} already spent)" if spent else "") + ": give a larger --budget")
 
 
-def stage1(seconds: float, costs: Costs, size: int) -> Stage:
+def stage1(seconds: float, costs: Costs, size: int, workers: int = 1) -> Stage:
     per_trial = PRUNED_COST * costs.mean_trial_seconds(size, EPOCHS["s1"])
-    trials = max(2, min(MAX_S1_TRIALS, int(seconds // per_trial)))
+    trials = max(2, min(MAX_S1_TRIALS, int(workers * seconds // per_trial)))
     return Stage("s1", size, EPOCHS["s1"], trials, seconds)
 
 
@@ -134,38 +136,51 @@ def _largest_fit(seconds: float, sizes: list[int], cost) -> int | None:
     return max(fitting) if fitting else None
 
 
-def _fitting_epochs(seconds: float, per_epoch: float, runs: int, most: int) -> int:
-    return max(1, min(most, int((seconds / runs - TRIAL_OVERHEAD_S) // max(per_epoch, 1e-9))))
+def _fitting_epochs(seconds: float, per_epoch: float, runs: int, most: int, workers: int = 1) -> int:
+    in_turn = math.ceil(runs / workers)  # runs each worker trains one after the other
+    return max(1, min(most, int((seconds / in_turn - TRIAL_OVERHEAD_S) // max(per_epoch, 1e-9))))
 
 
-def stage2(seconds: float, costs: Costs, sizes: list[int], models: list[tuple[str, str]]) -> Stage:
+def wall_seconds(runs: list[float], workers: int) -> float:
+    """About how long `workers` processes take for runs of these seconds, each taking the next when it is free."""
+    ends = [0.0] * max(1, workers)
+    for seconds in sorted(runs, reverse=True):
+        ends[ends.index(min(ends))] += seconds
+    return max(ends)
+
+
+def stage2(seconds: float, costs: Costs, sizes: list[int], models: list[tuple[str, str]], workers: int = 1) -> Stage:
     """The best third of stage 1 (`models`) at the largest size above stage 1's whose runs fit the share; else at
     the next size with fewer epochs (at least 3), else at stage 1's size with as many epochs as fit."""
     epochs = EPOCHS["s2"]
     larger = sizes[1:] or sizes
-    size = _largest_fit(seconds, larger, lambda s: sum(costs.trial_seconds(m, s, epochs) for m in models))
+    size = _largest_fit(seconds, larger, lambda s: wall_seconds([costs.trial_seconds(m, s, epochs) for m in models],
+                                                                workers))
     if size is not None:
         return Stage("s2", size, epochs, len(models), seconds)
     for size, least in ((larger[0], 3), (sizes[0], 1)):
         per_epoch = max(costs.epoch_seconds(m, size) for m in models)
-        fitting = _fitting_epochs(seconds, per_epoch, len(models), epochs)
+        fitting = _fitting_epochs(seconds, per_epoch, len(models), epochs, workers)
         if fitting >= least:
             break
     return Stage("s2", size, fitting, len(models), seconds)
 
 
-def stage3(seconds: float, costs: Costs, sizes: list[int], models: list[tuple[str, str]]) -> Stage:
+def stage3(seconds: float, costs: Costs, sizes: list[int], models: list[tuple[str, str]], workers: int = 1) -> Stage:
     """The best configurations (`models`, best first) at the largest size that fits, a second seed when the
     largest candidate size leaves room for it; one configuration and fewer epochs when nothing fits."""
     epochs = EPOCHS["s3"]
 
     def cost(size: int, seeds: int = 1, chosen=models) -> float:
-        return seeds * sum(costs.trial_seconds(m, size, epochs) for m in chosen)
+        return wall_seconds([costs.trial_seconds(m, size, epochs) for m in chosen] * seeds, workers)
 
     for chosen in (models, models[:1]):
         size = _largest_fit(seconds, sizes, lambda s, c=chosen: cost(s, 1, c))
         if size is not None:
             seeds = 2 if size == sizes[-1] and cost(size, 2, chosen) <= seconds else 1
+            free = workers // len(chosen)  # workers that would wait idle: their seeds cost no wall time
+            if free > seeds and cost(size, free, chosen) <= seconds:
+                seeds = free
             return Stage("s3", size, epochs, len(chosen), seconds, seeds)
     size = sizes[0]
     epochs = _fitting_epochs(seconds, costs.epoch_seconds(models[0], size), 1, epochs)
@@ -174,7 +189,7 @@ def stage3(seconds: float, costs: Costs, sizes: list[int], models: list[tuple[st
 
 def make_plan(budget: float, spent: float | dict[str, float], costs: Costs, sizes: list[int],
               s2_models: list | None = None, s3_models: list | None = None, fixed: dict[str, Stage] | None = None,
-              done: set[str] = frozenset()) -> Plan:
+              done: set[str] = frozenset(), workers: int = 1) -> Plan:
     """The stages not yet finished, sized to the time left.
 
     Args:
@@ -187,6 +202,8 @@ def make_plan(budget: float, spent: float | dict[str, float], costs: Costs, size
         fixed: stages whose plan stands (begun before a resume, or finished): kept as they are; what a begun one
             has left of its share is not shared out again.
         done: the finished stages (left out of the plan).
+        workers: processes that train each stage's trials side by side (`--workers`; the step times are
+            those of one of them).
     """
     fixed = fixed or {}
     by_part = spent if isinstance(spent, dict) else {}
@@ -200,14 +217,14 @@ def make_plan(budget: float, spent: float | dict[str, float], costs: Costs, size
         costs.times.per_image.values()) / len(costs.times.per_image)))
     stages = dict(fixed)
     if "s1" not in stages:
-        stages["s1"] = stage1(share["s1"], costs, sizes[0])
+        stages["s1"] = stage1(share["s1"], costs, sizes[0], workers)
     if "s2" not in stages:
         count = max(2, math.ceil(stages["s1"].trials * (1 - PRUNED_COST) / S2_SHARE_OF_S1))
-        stages["s2"] = stage2(share["s2"], costs, sizes, s2_models or [mean_model] * count)
+        stages["s2"] = stage2(share["s2"], costs, sizes, s2_models or [mean_model] * count, workers)
     if "s3" not in stages:
-        stages["s3"] = stage3(share["s3"], costs, sizes, s3_models or [mean_model] * S3_CONFIGS)
+        stages["s3"] = stage3(share["s3"], costs, sizes, s3_models or [mean_model] * S3_CONFIGS, workers)
     ordered = tuple(stages[name] for name in SHARES)
-    return Plan(budget, spent, tuple(stage for stage in ordered if stage.name not in done), deliver)
+    return Plan(budget, spent, tuple(stage for stage in ordered if stage.name not in done), deliver, workers)
 
 
 def with_seconds(stage: Stage, seconds: float) -> Stage:

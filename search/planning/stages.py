@@ -42,6 +42,7 @@ from search.engine.storage import safe_url
 from search.engine.trial_loop import print_trial, run_until, top_trials
 from search.planning.clock import StageBudget, StageClock
 from search.planning.plan import S2_SHARE_OF_S1, Costs, Stage
+from search.planning.stage_workers import StageWorkers
 from search.planning.state import RunState
 from search.study.definition import RefitSettings, StudySpec, refit_study
 from search.study.errors import StudyError
@@ -61,6 +62,7 @@ class AutoRun:
     trainer: Callable
     verbose: bool
     log: Path
+    workers: StageWorkers | None = None  # several processes run each stage's trials (--workers N); None: this one
 
     @property
     def name(self) -> str:
@@ -95,13 +97,21 @@ def _objective(run: AutoRun, session: Session, data: PolypData, budget: StageBud
                      after_trial=[write_note], artifacts=session.artifacts, budget=budget, **extra)
 
 
-def run_stage1(run: AutoRun, session: Session, data: PolypData, state: RunState, stage: Stage, costs: Costs) -> str:
-    """Samples stage 1's trials until it holds `stage.trials` finished ones or its share is spent."""
+def stage1_loop(run: AutoRun, session: Session, data: PolypData, stage: Stage, costs: Costs, clock: StageClock) -> None:
+    """Samples stage 1's trials until the study holds `stage.trials` finished or running ones or the share is spent
+    (any number of workers together)."""
+    objective = _objective(run, session, data, stage_budget(clock, costs, stage.image_size))
+    run_until(session.study, objective, stage.trials, session.storage, timeout=max(0.0, clock.left()),
+              callbacks=[print_trial, clock.progress], sampler_for=session.sampler_for, stop_when=clock.over)
+
+
+def run_stage1(run: AutoRun, session: Session, data: PolypData, state: RunState, stage: Stage, costs: Costs) -> None:
+    """Stage 1 under its clock: in this process, or in `run.workers` processes that share the study."""
     with StageClock(state, "s1", stage.seconds, run.budget, run.log) as clock:
-        objective = _objective(run, session, data, stage_budget(clock, costs, stage.image_size))
-        return run_until(session.study, objective, stage.trials, session.storage, timeout=max(0.0, clock.left()),
-                         callbacks=[print_trial, clock.progress], sampler_for=session.sampler_for,
-                         stop_when=clock.over)
+        if run.workers is not None:
+            run.workers.run("s1", clock.deadline)
+        else:
+            stage1_loop(run, session, data, stage, costs, clock)
 
 
 def stage1_score(trial: FrozenTrial) -> float:
@@ -131,21 +141,34 @@ def copy_split(source: Session, target: Session) -> None:
         shutil.copyfile(origin, manifest)
 
 
+def stage2_session(run: AutoRun, stage: Stage) -> Session:
+    return run.open_stage("s2", stage.image_size, stage.epochs)
+
+
+def stage2_loop(run: AutoRun, s1: Session, session: Session, stage: Stage, costs: Costs, clock: StageClock) -> None:
+    """Trains stage 2's waiting trials (the sources enqueued by `run_stage2`) until each has finished or the share
+    is spent."""
+    data = load_data(session)
+    keys = {source.number for source in stage2_sources(s1)}
+    objective = _objective(run, session, data, stage_budget(clock, costs, stage.image_size))
+    run_until(session.study, objective, len(keys), session.storage, timeout=max(0.0, clock.left()),
+              callbacks=[print_trial, clock.progress], waiting_only=True,
+              trial_filter=lambda t: stage_source(t) in keys, sampler_for=session.sampler_for,
+              stop_when=clock.over)
+
+
 def run_stage2(run: AutoRun, s1: Session, state: RunState, stage: Stage, sources: list[FrozenTrial],
                costs: Costs) -> Session:
     """Trains each source configuration of stage 1 once more at stage 2's size and epochs (NAME.s2)."""
     with StageClock(state, "s2", stage.seconds, run.budget, run.log) as clock:  # the data's decoding counts too
-        session = run.open_stage("s2", stage.image_size, stage.epochs)
+        session = stage2_session(run, stage)
         copy_split(s1, session)
-        data = load_data(session)
         planned = [PlannedTrial(t.number, dict(t.params), stage_source_attributes(t)) for t in sources]
         enqueue_missing(session.study, session.storage, planned, key_of=stage_source)
-        keys = {source.number for source in sources}
-        objective = _objective(run, session, data, stage_budget(clock, costs, stage.image_size))
-        run_until(session.study, objective, len(keys), session.storage, timeout=max(0.0, clock.left()),
-                  callbacks=[print_trial, clock.progress], waiting_only=True,
-                  trial_filter=lambda t: stage_source(t) in keys, sampler_for=session.sampler_for,
-                  stop_when=clock.over)
+        if run.workers is not None:
+            run.workers.run("s2", clock.deadline)
+        else:
+            stage2_loop(run, s1, session, stage, costs, clock)
     return session
 
 
@@ -165,23 +188,34 @@ def open_refit_stage(run: AutoRun, source: Session, stage: Stage) -> tuple[Sessi
     return Session(spec, source.run_dir, source.storage_url, source.storage, study, source.artifacts), settings
 
 
+def stage3_loop(run: AutoRun, source: Session, stage: Stage, costs: Costs, clock: StageClock) -> None:
+    """Trains the refit's waiting runs (enqueued by `run_stage3`) until each has finished or the share is spent; a
+    run the budget stops keeps its best epoch so far."""
+    session, settings = open_refit_stage(run, source, stage)
+    plan = run_plan(top_trials(source.study, stage.trials), settings)
+    split = refit_split(session, source, 0)
+    data = load_data(session)
+    planned = {(trial.number, seed, fold) for trial, seed, fold in plan}
+    objective = _objective(run, session, data, stage_budget(clock, costs, stage.image_size, keeps_stopped=True),
+                           data_for=FoldData(session, split, data))
+    run_until(session.study, objective, len(plan), session.storage, timeout=max(0.0, clock.left()),
+              callbacks=[print_run, clock.progress], waiting_only=True,
+              trial_filter=lambda t: run_key(t) in planned, sampler_for=session.sampler_for,
+              stop_when=clock.over)
+
+
 def run_stage3(run: AutoRun, source: Session, state: RunState, stage: Stage, costs: Costs) -> Session:
-    """Refits the best `stage.trials` configurations of `source` with `stage.seeds` seeds each (NAME.refit); a run
-    the budget stops keeps its best epoch so far."""
+    """Refits the best `stage.trials` configurations of `source` with `stage.seeds` seeds each (NAME.refit)."""
     with StageClock(state, "s3", stage.seconds, run.budget, run.log) as clock:  # the data's decoding counts too
         session, settings = open_refit_stage(run, source, stage)
         plan = run_plan(top_trials(source.study, stage.trials), settings)
-        split = refit_split(session, source, 0)
-        data = load_data(session)
+        refit_split(session, source, 0)
         record_refit(session, source)
         enqueue_runs(session, plan, settings)
-        planned = {(trial.number, seed, fold) for trial, seed, fold in plan}
-        objective = _objective(run, session, data, stage_budget(clock, costs, stage.image_size, keeps_stopped=True),
-                               data_for=FoldData(session, split, data))
-        run_until(session.study, objective, len(plan), session.storage, timeout=max(0.0, clock.left()),
-                  callbacks=[print_run, clock.progress], waiting_only=True,
-                  trial_filter=lambda t: run_key(t) in planned, sampler_for=session.sampler_for,
-                  stop_when=clock.over)
+        if run.workers is not None:
+            run.workers.run("s3", clock.deadline)
+        else:
+            stage3_loop(run, source, stage, costs, clock)
     return session
 
 
