@@ -75,6 +75,12 @@ def test_stages_that_ran_long_leave_less_to_the_later_ones():
     assert slower.stage("s3").image_size < on_time.stage("s3").image_size
 
 
+def test_a_resumed_plan_adds_up_what_a_begun_stage_has_left_not_its_whole_share():
+    first = make_plan(7200, 60.0, kvasir_costs(), SIZES)
+    resumed = make_plan(7200, {"timing": 60.0, "s1": 600.0}, kvasir_costs(), SIZES, fixed={"s1": first.stage("s1")})
+    assert resumed.lines()[-1] == first.lines()[-1] == "  adds up to 120.0 min of 120.0 min"
+
+
 def test_a_budget_too_small_for_the_stages_is_refused_with_the_time_it_needs():
     with pytest.raises(CommandLineError, match=r"--budget 1m: too small.*need at least \d+m"):
         check_budget(60, 0.0, kvasir_costs(), SIZES)

@@ -63,7 +63,7 @@ def test_a_running_or_failed_trial_has_a_record_too():
 
 def test_numbers_and_settings_have_one_format():
     assert format_number(0.12345) == "0.1235" and format_number(None) == "" and format_number(None, missing="–") == "–"
-    assert format_number(2.5, 1) == "2.5" and format_number(True) == ""
+    assert format_number(2.5, 1) == "2.5" and format_number(True) == "" and format_number(float("nan"), missing="-") == "-"
     assert format_setting(0.0003) == "3.00e-04" and format_setting(4) == "4" and format_setting("dice") == "dice"
 
 

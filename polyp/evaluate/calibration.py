@@ -1,5 +1,6 @@
 """Two views of a probability map beyond one threshold: Dice over every threshold, and calibration.
 
+- `dice_at`: an image's Dice at each of a few thresholds (what search.auto chooses its threshold by).
 - `dice_curve`: an image's Dice at each of the 256 thresholds 0/255..255/255 of its probability map as uint8
   (as the polyp evaluation toolboxes binarise it); the data set's "mDice over thresholds" averages the images'
   curves and then the thresholds (the toolboxes' meanDic). A map and truth both empty score 1.
@@ -25,10 +26,22 @@ BINS = 10
 
 def dice_curve(probability: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Dice of the map binarised at each threshold k/255 (k = 0..255, pixel polyp where its uint8 value >= k)."""
-    values = np.rint(probability.astype(np.float64) * 255).astype(np.int64).ravel()
-    truth = truth.astype(bool).ravel()
-    predicted = np.cumsum(np.bincount(values, minlength=256)[::-1])[::-1]  # pixels >= k
-    hits = np.cumsum(np.bincount(values[truth], minlength=256)[::-1])[::-1]
+    return _dice_by_level(np.rint(probability.astype(np.float64) * 255).astype(np.int64), truth, 256)
+
+
+def dice_at(probability: np.ndarray, truth: np.ndarray, thresholds: tuple[float, ...]) -> np.ndarray:
+    """Dice of the map binarised at each of `thresholds` (ascending; pixel polyp where probability >= it, as
+    polyp.images.binary_mask does)."""
+    levels = np.searchsorted(np.asarray(thresholds, probability.dtype), probability, side="right")  # compared
+    # in the map's own precision, as `probability >= threshold` compares them
+    return _dice_by_level(levels, truth, len(thresholds) + 1)[1:]  # level j: at or above the j-th threshold
+
+
+def _dice_by_level(levels: np.ndarray, truth: np.ndarray, count: int) -> np.ndarray:
+    """Dice of `levels >= j` for each j < count (both masks empty: 1), from two histograms."""
+    levels, truth = levels.ravel(), truth.astype(bool).ravel()
+    predicted = np.cumsum(np.bincount(levels, minlength=count)[::-1])[::-1]  # pixels at level >= j
+    hits = np.cumsum(np.bincount(levels[truth], minlength=count)[::-1])[::-1]
     total = predicted + truth.sum()
     return np.where(total > 0, 2 * hits / np.maximum(total, 1), 1.0)
 

@@ -50,6 +50,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import socket
 from dataclasses import dataclass, field
 from os import getpid
@@ -167,8 +168,9 @@ def format_setting(value: Any) -> str:
 
 
 def format_number(value: Any, digits: int = 4, missing: str = "") -> str:
-    """A metric with `digits` decimals, or `missing` when there is none."""
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else missing
+    """A metric with `digits` decimals, or `missing` when there is none (None, NaN, not a number)."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value  # numpy's too
+    return f"{value:.{digits}f}" if number else missing
 
 
 def record_start(trial: optuna.trial.Trial, retry_of: int | None) -> None:

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from polyp.io import write_text
+from search.engine.record import format_number
 
 PACKAGES = ("torch", "segmentation-models-pytorch", "timm", "optuna", "onnxruntime", "albumentations",
             "pysodmetrics", "numpy")
@@ -119,4 +120,5 @@ def versions() -> list[list[str]]:
 
 
 def number(value, digits: int = 4) -> str:
-    return "-" if value is None or value != value else f"{value:.{digits}f}"
+    """A card's figure: `digits` decimals, '-' when there is none."""
+    return format_number(value, digits, missing="-")

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial
 from polyp.config import parse_config
 from polyp.data import DataError, Split, read_image
 from polyp.data.masks import read_raw_mask
+from polyp.evaluate.calibration import dice_at
 from polyp.evaluate.datasets import EvalSet, eval_set
 from polyp.models import input_normalization
 from polyp.predict import Predictor
@@ -116,7 +117,7 @@ def choose(refit: Session, batch_size: int = BATCH) -> Choice:
                         for index, truth in enumerate(truths):
                             probability = np.mean([passes[n][k][index] for n in candidate.runs for k in chosen], axis=0)
                             key = (candidate, tta, data.name)
-                            sums[key] = sums.get(key, 0) + _dice_at(probability, truth)
+                            sums[key] = sums.get(key, 0) + dice_at(probability, truth, THRESHOLDS)
     scores = []
     for candidate in found:
         for tta in FROM_D4:
@@ -135,14 +136,3 @@ def _predictor(stack: contextlib.ExitStack, refit: Session, trial: FrozenTrial) 
     if folder is None:
         raise StudyError(f"refit run {trial.number} of {refit.spec.name} kept no checkpoint")
     return Predictor.from_folder(folder)[0]
-
-
-def _dice_at(probability: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """The image's Dice at each of THRESHOLDS (both empty: 1)."""
-    dice = []
-    area = truth.sum()
-    for threshold in THRESHOLDS:
-        predicted = probability >= threshold
-        total = predicted.sum() + area
-        dice.append(1.0 if total == 0 else 2 * np.logical_and(predicted, truth).sum() / total)
-    return np.array(dice)

@@ -88,12 +88,14 @@ class Plan:
     stages: tuple[Stage, ...]
     deliver: float
     workers: int = 1
+    begun: tuple[tuple[str, float], ...] = ()  # seconds already spent in a stage of the plan (begun before a resume)
 
     def stage(self, name: str) -> Stage:
         return next(stage for stage in self.stages if stage.name == name)
 
     def lines(self) -> list[str]:
-        total = self.spent + sum(stage.seconds for stage in self.stages) + self.deliver
+        begun = dict(self.begun)  # in `spent` already: only what a begun stage has left is added
+        total = self.spent + sum(max(0.0, stage.seconds - begun.get(stage.name, 0.0)) for stage in self.stages) + self.deliver
         side = f", {self.workers} workers side by side" if self.workers > 1 else ""
         return [f"plan for a budget of {format_duration(self.budget)} ({minutes(self.spent)} spent before it{side}):",
                 *(f"  {stage.describe()}" for stage in self.stages),
@@ -224,7 +226,9 @@ def make_plan(budget: float, spent: float | dict[str, float], costs: Costs, size
     if "s3" not in stages:
         stages["s3"] = stage3(share["s3"], costs, sizes, s3_models or [mean_model] * S3_CONFIGS, workers)
     ordered = tuple(stages[name] for name in SHARES)
-    return Plan(budget, spent, tuple(stage for stage in ordered if stage.name not in done), deliver, workers)
+    planned = tuple(stage for stage in ordered if stage.name not in done)
+    return Plan(budget, spent, planned, deliver, workers,
+                tuple((stage.name, by_part[stage.name]) for stage in planned if by_part.get(stage.name)))
 
 
 def with_seconds(stage: Stage, seconds: float) -> Stage:
