@@ -11,7 +11,8 @@ no thread flag). The budget is spent as one user would spend it: a probe of one 
 measures the epoch's seconds on this machine, then one run is trained with as many epochs as the rest of the budget
 holds (less a reserve for scoring), and `polyp.evaluate` scores it on the test list and every `--eval-data` set at
 the images' own sizes. It prints the epochs, the minutes of each step and the budget held, and the mDice per set.
-A rerun goes on: a finished probe, run or evaluation is not done again (the wall time then counts this run only).
+The probe's epoch is only as slow as the machine was then: where another job shares the machine, give the
+epoch's seconds measured under that load (`--epoch-seconds`) instead. A rerun goes on: a finished probe, run or evaluation is not done again (the wall time then counts this run only).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-data", action="append", default=[], metavar="NAME=FOLDER", help="more test sets")
     parser.add_argument("--budget", default="2h", help="wall time for everything: 90m, 2h, 1h30m or seconds")
     parser.add_argument("--config", default="", help="TrainConfig fields changed from the defaults, key=value,...")
+    parser.add_argument("--epoch-seconds", type=float, help="an epoch's seconds measured before (under the same load): "
+                        "no probe")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     budget = parse_budget(args.budget)
@@ -60,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     minutes: dict[str, float] = {}
     probe = out / "probe"
-    if not (probe / "history.csv").is_file():
+    if args.epoch_seconds is None and not (probe / "history.csv").is_file():
         minutes["probe"] = step("probe, 1 epoch", [python, "-m", "polyp.train", *common, "--epochs", "1",
                                                    "--out", str(probe)])
-    per_epoch = epoch_seconds(probe / "history.csv")
+    per_epoch = args.epoch_seconds or epoch_seconds(probe / "history.csv")
     spent = time.monotonic() - started
     run = out / "run"
     if not (run / "history.csv").is_file():

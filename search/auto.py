@@ -185,15 +185,16 @@ def timing_config(run: AutoRun) -> TrainConfig:
     return dataclasses.replace(run.spec.base, device=str(resolve_device(run.spec.base.device)), threads=threads)
 
 
-def costs_of(run: AutoRun, data: PolypData, state: RunState, sizes: list[int]) -> Costs:
+def costs_of(run: AutoRun, data: PolypData, state: RunState, sizes: list[int], scored: int = 0) -> Costs:
     """The cost model from the step times: every model at stage 1's size first (a budget too small is refused
-    then, before the larger sizes are timed), then the slowest at every size."""
+    then, before the larger sizes are timed), then the slowest at every size. `scored`: the images the delivery
+    scores (the test split and every --eval-data set)."""
     base = timing_config(run)
     val = len(data.val) + sum(len(images) for images in data.external.values())
     for timed_sizes in (sizes[:1], sizes):
         times = measure(candidate_models(run), base, timed_sizes)
         state.set_spent("timing", state.spent().get("timing", 0.0) + times.seconds)
-        costs = Costs(times, len(data.train), val, state.correction())
+        costs = Costs(times, len(data.train), val, state.correction(), scored)
         if len(timed_sizes) == 1 and not state.stages():
             check_budget(run.budget, state.total_spent(), costs, sizes)
     return costs
@@ -233,7 +234,8 @@ def drive(run: AutoRun, s1: Session, data: PolypData, state: RunState, args: arg
           started: float) -> int:
     sizes = candidate_sizes(run.spec.base.image_size, args.max_image_size)
     timed = state.spent().get("timing", 0.0)
-    costs = costs_of(run, data, state, sizes)
+    scored = len(data.test) + sum(len(data_set.pairs) for data_set in extra_sets(args.eval_data))
+    costs = costs_of(run, data, state, sizes, scored)
     grow_begun_stage(state, run.budget)
     timed = state.spent().get("timing", 0.0) - timed
     state.set_spent("setup", state.spent().get("setup", 0.0) + time.time() - started - timed)  # storage, data
@@ -279,13 +281,14 @@ def drive(run: AutoRun, s1: Session, data: PolypData, state: RunState, args: arg
 def deliver(run: AutoRun, s1: Session, source: Session, refit: Session, state: RunState,
             args: argparse.Namespace) -> int:
     out = Path(args.out)
-    with StageClock(state, "deliver", max(0.0, run.budget - state.total_spent()), run.budget, run.log):
-        choice = choose(refit)
+    with StageClock(state, "deliver", max(0.0, run.budget - state.total_spent()), run.budget, run.log) as clock:
+        sets = test_sets(refit) + extra_sets(args.eval_data)
+        choice = choose(refit, deadline=clock.deadline, scored_images=sum(len(data.pairs) for data in sets))
         say(run, f"auto deliver: chose {choice.describe()}")
         facts, latency, difference = export_choice(refit, choice, out / "model")
         say(run, f"auto deliver: exported to {out / 'model'} (ONNX checked: max difference {difference:.2g}); "
                  f"{latency.describe()}")
-        results = score_sets(out / "model", test_sets(refit) + extra_sets(args.eval_data), choice, out / "evaluation")
+        results = score_sets(out / "model", sets, choice, out / "evaluation")
     card = build_card(run.name, s1, source, refit, choice, facts, latency, results, state.stages(), state.spent(),
                       run.budget, out)
     markdown, page = card.write(out)

@@ -339,3 +339,27 @@ def test_search_auto_with_two_workers_shares_each_stage_and_delivers_within_the_
     assert refit.trials and all(t.state.name == "COMPLETE" for t in refit.trials)
     assert sum(s1.user_attrs["auto_spent"].values()) <= 180 * 1.05 and wall <= 180 * 1.05
     assert (tmp_path / "run" / "model" / "model.onnx").is_file() and (tmp_path / "run" / "MODEL_CARD.md").is_file()
+
+
+def test_the_choice_leaves_out_a_candidate_whose_scoring_would_pass_the_budget():
+    from search.planning.choice import Candidate, pick
+
+    single, pair = Candidate("single", (3,)), Candidate("top", (3, 4))
+    scores = [{"kind": c.kind, "runs": list(c.runs), "tta": tta, "threshold": 0.5, "val_mdice": value, "candidate": c}
+              for c, tta, value in ((single, "none", 0.80), (single, "d4", 0.83), (pair, "d4", 0.86))]
+    assert pick(scores).candidate == pair and pick(scores).left_out == 0
+    fits_d4 = pick(scores, scored_images=100, seconds=(0.01, 10.0))  # 8 passes x 100 images = 8 s; 16 = 16 s
+    assert (fits_d4.candidate, fits_d4.tta, fits_d4.left_out) == (single, "d4", 1)
+    assert "1 costlier candidate left out" in fits_d4.describe()
+    nothing_fits = pick(scores, scored_images=100, seconds=(0.01, 0.0))
+    assert (nothing_fits.candidate, nothing_fits.tta) == (single, "none")
+
+
+def test_many_images_to_score_make_the_delivery_reserve_more_and_the_stages_less():
+    few = make_plan(3600, 60.0, kvasir_costs(), SIZES)
+    many = make_plan(3600, 60.0, Costs(kvasir_costs().times, 800, 100, scored_images=3000), SIZES)
+    assert few.deliver == pytest.approx(0.06 * 3600)
+    assert many.deliver > few.deliver and many.stage("s3").seconds < few.stage("s3").seconds
+    assert many.spent + sum(s.seconds for s in many.stages) + many.deliver <= 3600 + 1e-6
+    with pytest.raises(CommandLineError, match="too small"):  # the delivery alone would not fit
+        check_budget(3600, 60.0, Costs(kvasir_costs().times, 800, 100, scored_images=200000), SIZES)

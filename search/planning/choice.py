@@ -5,12 +5,14 @@ Every candidate is scored at the images' own sizes (mDice, as polyp.evaluate sco
 (the in-domain split of every training set and every --val-data set), and ranked by the mean over the sets. A
 costlier candidate (more forward passes per image: models x TTA passes; then a threshold further from 0.5) is
 chosen only when no cheaper one is within `MARGIN` of the best: a gain smaller than that is within the noise of
-100 images.
+100 images. Given a deadline, a candidate whose scoring of the delivery's images (at the forward-pass speed the
+choice itself measured) would pass it is left out, and the run's budget holds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from polyp.predict import Predictor
 from search.engine.artifacts import checkpoint_folder
 from search.engine.record import TrialRecord, trial_value
 from search.engine.session import Session
+from search.planning.plan import DELIVER_FIXED_S, SCORE_S
 from search.results.ensembles import top_runs, winner_runs
 from search.results.split_scores import split_parts
 from search.study.errors import StudyError
@@ -55,12 +58,15 @@ class Choice:
     threshold: float
     val_mdice: float
     scores: list[dict] = field(default_factory=list)  # kind, runs, tta, threshold, val_mdice (mean over sets)
+    left_out: int = 0  # better candidates left out because scoring the delivery's images would pass the deadline
 
     def describe(self) -> str:
         what = {"single": f"refit run {self.candidate.runs[0]}", "winner": f"the ensemble of the winning "
                 f"configuration's {len(self.candidate.runs)} runs", "top": f"the ensemble of each configuration's "
                 f"best run ({len(self.candidate.runs)} models)"}[self.candidate.kind]
-        return f"{what}, TTA {self.tta}, threshold {self.threshold:g}: validation mDice {self.val_mdice:.4f}"
+        why = (f" ({self.left_out} costlier candidate{'s' * (self.left_out > 1)} left out: scoring would pass the "
+               f"budget)" if self.left_out else "")
+        return f"{what}, TTA {self.tta}, threshold {self.threshold:g}: validation mDice {self.val_mdice:.4f}{why}"
 
 
 def _input(trial: FrozenTrial) -> tuple:
@@ -91,13 +97,24 @@ def validation_sets(refit: Session) -> list[EvalSet]:
     return sets
 
 
+def _passes(score: dict) -> int:
+    """Forward passes per image: models x TTA passes."""
+    return len(score["runs"]) * len(FROM_D4[score["tta"]])
+
+
 def _cost(score: dict) -> tuple:
     """What a candidate costs to use: forward passes per image, then how far its threshold is from 0.5."""
-    return len(score["runs"]) * len(FROM_D4[score["tta"]]), round(abs(score["threshold"] - 0.5), 2), -score["val_mdice"]
+    return _passes(score), round(abs(score["threshold"] - 0.5), 2), -score["val_mdice"]
 
 
-def choose(refit: Session, batch_size: int = BATCH) -> Choice:
-    """Scores every candidate x TTA x threshold on the validation sets and picks one (see the module docstring)."""
+def choose(refit: Session, batch_size: int = BATCH, deadline: float | None = None, scored_images: int = 0) -> Choice:
+    """Scores every candidate x TTA x threshold on the validation sets and picks one (see the module docstring).
+
+    Args:
+        deadline: when the delivery must end (Unix time); None: no limit.
+        scored_images: the images the delivery then scores with the chosen candidate.
+    """
+    started, passes_done = time.time(), 0
     found = candidates(refit)
     trials = {t.number: t for t in refit.study.get_trials(deepcopy=False)}
     needed = sorted({number for candidate in found for number in candidate.runs})
@@ -112,6 +129,7 @@ def choose(refit: Session, batch_size: int = BATCH) -> Choice:
                 images = [read_image(pair.image) for pair in chunk]
                 truths = [data.convention.binarise(read_raw_mask(pair.mask)).astype(bool) for pair in chunk]
                 passes = {n: p.pass_probabilities(images, "d4") for n, p in predictors.items()}
+                passes_done += len(FROM_D4["d4"]) * len(images) * len(predictors)
                 for tta, chosen in FROM_D4.items():
                     for candidate in found:
                         for index, truth in enumerate(truths):
@@ -124,11 +142,31 @@ def choose(refit: Session, batch_size: int = BATCH) -> Choice:
             per_set = np.mean([sums[(candidate, tta, name)] / counts[name] for name in counts], axis=0)
             scores += [{"kind": candidate.kind, "runs": list(candidate.runs), "tta": tta, "threshold": threshold,
                         "val_mdice": float(value), "candidate": candidate} for threshold, value in zip(THRESHOLDS, per_set, strict=True)]
-    best = max(score["val_mdice"] for score in scores)
-    near = [s for s in scores if s["val_mdice"] >= best - MARGIN]
+    seconds = None
+    if deadline is not None:  # what scoring the delivery's images takes per forward pass, as measured above
+        per_pass = (time.time() - started) / max(1, passes_done)
+        seconds = (per_pass, deadline - time.time() - DELIVER_FIXED_S - SCORE_S * scored_images)
+    return pick(scores, scored_images, seconds)
+
+
+def pick(scores: list[dict], scored_images: int = 0, seconds: tuple[float, float] | None = None) -> Choice:
+    """The choice among scored candidates (each a dict of kind, runs, tta, threshold, val_mdice, candidate).
+
+    `seconds`: (seconds per forward pass, seconds left for scoring) — a candidate whose passes over the
+    `scored_images` would not fit is left out (when none fits: the cheapest); None: no limit."""
+    pool = scores
+    if seconds is not None:
+        per_pass, room = seconds
+        pool = [s for s in scores if _passes(s) * scored_images * per_pass <= room]
+        pool = pool or [s for s in scores if _passes(s) == min(map(_passes, scores))]
+    best = max(score["val_mdice"] for score in pool)
+    near = [s for s in pool if s["val_mdice"] >= best - MARGIN]
     chosen = min(near, key=_cost)
+    kept = {(s["kind"], s["tta"]) for s in pool}
+    left_out = len({(s["kind"], s["tta"]) for s in scores
+                    if (s["kind"], s["tta"]) not in kept and s["val_mdice"] > chosen["val_mdice"] + MARGIN})
     return Choice(chosen["candidate"], chosen["tta"], chosen["threshold"], chosen["val_mdice"],
-                  [{k: v for k, v in s.items() if k != "candidate"} for s in scores])
+                  [{k: v for k, v in s.items() if k != "candidate"} for s in scores], left_out)
 
 
 def _predictor(stack: contextlib.ExitStack, refit: Session, trial: FrozenTrial) -> Predictor:

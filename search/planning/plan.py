@@ -27,6 +27,10 @@ from search.study.errors import CommandLineError
 
 SHARES = {"s1": 0.25, "s2": 0.20, "s3": 0.55}  # of the budget left after timing and delivery
 DELIVER_SHARE, DELIVER_MIN_S = 0.06, 60.0  # choosing, exporting (ONNX), scoring every set, the model card
+DELIVER_FIXED_S = 45.0  # exporting with ONNX, checking it, timing its latency, drawing the card
+DELIVER_PASSES = 8  # forward passes per image at most: d4 test-time augmentation (the choice tries it on every
+# validation image, per refit configuration)
+SCORE_S = 0.1  # the literature's measures of one image at its own size (Sα, Eφ, Fβw, HD95: pysodmetrics)
 EPOCHS = {"s1": 4, "s2": 6, "s3": 16}  # per trial: short (pruned at 1 and 3), longer, a full refit
 PRUNED_COST = 0.55  # successive halving (rungs at 1 and 3 of 4 epochs) stops about two trials in three early:
 # a stage-1 trial costs about this share of a full one on average
@@ -47,6 +51,7 @@ class Costs:
     train_images: int
     val_images: int
     correction: float = 1.0  # measured epoch seconds / predicted, of the trials run so far (1: none yet)
+    scored_images: int = 0  # images the delivery scores: the test split and every --eval-data set
 
     def epoch_seconds(self, model: tuple[str, str], image_size: int) -> float:
         step = self.times.seconds_per_image(*model, image_size)
@@ -54,6 +59,14 @@ class Costs:
 
     def trial_seconds(self, model: tuple[str, str], image_size: int, epochs: int) -> float:
         return epochs * self.epoch_seconds(model, image_size) + TRIAL_OVERHEAD_S
+
+    def deliver_seconds(self, models: list[tuple[str, str]], runs: int, image_size: int) -> float:
+        """About how long the delivery takes with the refit's `runs` models of `models` at `image_size`: the choice's
+        d4 passes of every run over the validation images, one model's d4 passes over every scored image (a
+        costlier choice is made only where it fits: search.planning.choice), and each image's measures."""
+        forward = VAL_COST * self.correction * sum(self.times.seconds_per_image(*m, image_size) for m in models) / len(models)
+        passes = DELIVER_PASSES * (runs * self.val_images + self.scored_images)
+        return DELIVER_FIXED_S + passes * forward + SCORE_S * (self.val_images + self.scored_images)
 
     def mean_trial_seconds(self, image_size: int, epochs: int) -> float:
         models = list(self.times.per_image)
@@ -104,15 +117,17 @@ class Plan:
 
 
 def deliver_seconds(budget: float) -> float:
+    """The delivery's least reserve: 6% of the budget, at least a minute (more where its images need it:
+    Costs.deliver_seconds)."""
     return max(DELIVER_MIN_S, DELIVER_SHARE * budget)
 
 
 def minimum_budget(costs: Costs, sizes: list[int]) -> float:
     """The smallest budget the three stages fit in: one 2-epoch trial of the fastest model at the smallest
-    size in each stage's share, and the delivery."""
+    size in each stage's share, and the delivery (scoring its images with that model)."""
     fastest = min(costs.times.per_image, key=costs.times.per_image.get)
     one = costs.trial_seconds(fastest, sizes[0], 2)
-    return one / min(SHARES.values()) + DELIVER_MIN_S
+    return one / min(SHARES.values()) + max(DELIVER_MIN_S, costs.deliver_seconds([fastest], 1, sizes[0]))
 
 
 def check_budget(budget: float, spent: float, costs: Costs, sizes: list[int]) -> None:
@@ -210,21 +225,32 @@ def make_plan(budget: float, spent: float | dict[str, float], costs: Costs, size
     fixed = fixed or {}
     by_part = spent if isinstance(spent, dict) else {}
     spent = sum(by_part.values()) if isinstance(spent, dict) else spent
-    deliver = deliver_seconds(budget)
     reserved = sum(max(0.0, stage.seconds - by_part.get(name, 0.0)) for name, stage in fixed.items() if name not in done)
-    left = max(0.0, budget - spent - deliver - reserved)
     todo = [name for name in SHARES if name not in fixed]
-    share = {name: left * SHARES[name] / sum(SHARES[n] for n in todo) for name in todo}
     mean_model = min(costs.times.per_image, key=lambda m: abs(costs.times.per_image[m] - sum(
         costs.times.per_image.values()) / len(costs.times.per_image)))
-    stages = dict(fixed)
-    if "s1" not in stages:
-        stages["s1"] = stage1(share["s1"], costs, sizes[0], workers)
-    if "s2" not in stages:
-        count = max(2, math.ceil(stages["s1"].trials * (1 - PRUNED_COST) / S2_SHARE_OF_S1))
-        stages["s2"] = stage2(share["s2"], costs, sizes, s2_models or [mean_model] * count, workers)
-    if "s3" not in stages:
-        stages["s3"] = stage3(share["s3"], costs, sizes, s3_models or [mean_model] * S3_CONFIGS, workers)
+
+    def stages_with(deliver: float) -> dict[str, Stage]:
+        left = max(0.0, budget - spent - deliver - reserved)
+        share = {name: left * SHARES[name] / sum(SHARES[n] for n in todo) for name in todo}
+        stages = dict(fixed)
+        if "s1" not in stages:
+            stages["s1"] = stage1(share["s1"], costs, sizes[0], workers)
+        if "s2" not in stages:
+            count = max(2, math.ceil(stages["s1"].trials * (1 - PRUNED_COST) / S2_SHARE_OF_S1))
+            stages["s2"] = stage2(share["s2"], costs, sizes, s2_models or [mean_model] * count, workers)
+        if "s3" not in stages:
+            stages["s3"] = stage3(share["s3"], costs, sizes, s3_models or [mean_model] * S3_CONFIGS, workers)
+        return stages
+
+    deliver = deliver_seconds(budget)
+    stages = stages_with(deliver)
+    final = stages["s3"]
+    needed = costs.deliver_seconds((s3_models or [mean_model])[:final.trials], final.trials * final.seeds,
+                                   final.image_size)
+    if needed > deliver and "s3" not in fixed:  # many images to score: the stages make room (s3 may shrink)
+        deliver = needed
+        stages = stages_with(deliver)
     ordered = tuple(stages[name] for name in SHARES)
     planned = tuple(stage for stage in ordered if stage.name not in done)
     return Plan(budget, spent, planned, deliver, workers,
