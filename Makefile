@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(PY) -m search.demo --out $(OUT)
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-all: $(STAMP) browser
 	$(PY) -m pytest -q -m ''
