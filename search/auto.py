@@ -185,12 +185,17 @@ def timing_config(run: AutoRun) -> TrainConfig:
     return dataclasses.replace(run.spec.base, device=str(resolve_device(run.spec.base.device)), threads=threads)
 
 
+def validation_images(data: PolypData) -> int:
+    """The images every epoch validates on: the split's and every --val-data set's."""
+    return len(data.val) + sum(len(images) for images in data.external.values())
+
+
 def costs_of(run: AutoRun, data: PolypData, state: RunState, sizes: list[int], scored: int = 0) -> Costs:
     """The cost model from the step times: every model at stage 1's size first (a budget too small is refused
     then, before the larger sizes are timed), then the slowest at every size. `scored`: the images the delivery
     scores (the test split and every --eval-data set)."""
     base = timing_config(run)
-    val = len(data.val) + sum(len(images) for images in data.external.values())
+    val = validation_images(data)
     for timed_sizes in (sizes[:1], sizes):
         times = measure(candidate_models(run), base, timed_sizes)
         state.set_spent("timing", state.spent().get("timing", 0.0) + times.seconds)
@@ -281,7 +286,8 @@ def drive(run: AutoRun, s1: Session, data: PolypData, state: RunState, args: arg
 def deliver(run: AutoRun, s1: Session, source: Session, refit: Session, state: RunState,
             args: argparse.Namespace) -> int:
     out = Path(args.out)
-    with StageClock(state, "deliver", max(0.0, run.budget - state.total_spent()), run.budget, run.log) as clock:
+    share = run.budget - state.total_spent() + state.spent().get("deliver", 0.0)  # a resumed delivery's share
+    with StageClock(state, "deliver", max(0.0, share), run.budget, run.log) as clock:
         sets = test_sets(refit) + extra_sets(args.eval_data)
         choice = choose(refit, deadline=clock.deadline, scored_images=sum(len(data.pairs) for data in sets))
         say(run, f"auto deliver: chose {choice.describe()}")
@@ -315,8 +321,8 @@ def work_stage(args: argparse.Namespace, argv: list[str]) -> int:
         raise StudyError(f"--stage-worker {name}: the run in {args.out} has not begun stage {name}; run the command "
                          f"without --stage-worker (search.auto starts its workers itself)")
     sizes = candidate_sizes(run.spec.base.image_size, args.max_image_size)
-    val = len(data.val) + sum(len(images) for images in data.external.values())
-    costs = Costs(measure(candidate_models(run), timing_config(run), sizes), len(data.train), val, state.correction())
+    costs = Costs(measure(candidate_models(run), timing_config(run), sizes), len(data.train), validation_images(data),
+                  state.correction())
     clock = WorkerClock(state, name, stage.seconds, budget, args.stage_deadline, run.log)
     if name == "s1":
         stage1_loop(run, s1, data, stage, costs, clock)

@@ -277,8 +277,9 @@ def test_workers_side_by_side_plan_more_search_trials_and_fill_idle_workers_with
     assert two.stage("s1").trials > one.stage("s1").trials
     assert two.stage("s3").image_size >= one.stage("s3").image_size
     assert any("2 workers side by side" in line for line in two.lines())
-    four = make_plan(7200, 60.0, kvasir_costs(), [128, 160], workers=4)  # 2 configurations, 4 workers: 2 seeds
-    assert four.stage("s3").seeds == 2 and four.stage("s3").trials == 2
+    six = make_plan(7200, 60.0, kvasir_costs(), [128, 160], workers=6)  # 2 configurations, 6 workers: 3 seeds
+    assert six.stage("s3").seeds == 3 and six.stage("s3").trials == 2
+    assert make_plan(7200, 60.0, kvasir_costs(), [128, 160]).stage("s3").seeds == 2
     from search.planning.plan import wall_seconds
 
     assert wall_seconds([3.0, 3.0, 2.0, 2.0], 2) == 5.0 and wall_seconds([3.0, 1.0], 4) == 3.0
@@ -301,14 +302,31 @@ def test_stage_workers_get_the_stage_its_deadline_and_their_share_of_the_machine
     assert gpus.threads(0) == 0 and "--device" in gpus.plan.argv[0]
 
 
-def test_a_workers_clock_keeps_the_commands_deadline_and_saves_nothing():
+def test_stage_workers_stop_the_run_on_ctrl_c_and_bad_input_but_go_on_after_one_dies(monkeypatch, capsys):
+    import search.planning.stage_workers as stage_workers
+    from search.engine.workers import WorkerPlan
+
+    workers = stage_workers.StageWorkers(WorkerPlan([["--workers", "1"]] * 2, [{}, {}]))
+    started = []
+    for code, raised in ((130, KeyboardInterrupt), (2, CommandLineError)):
+        monkeypatch.setattr(stage_workers, "run_workers", lambda module, plan, c=code: started.append(plan) or c)
+        with pytest.raises(raised):
+            workers.run("s1", 0.0)
+    monkeypatch.setattr(stage_workers, "run_workers", lambda module, plan: started.append(plan) or 1)
+    workers.run("s2", 0.0, most=1)
+    assert "a worker ended badly" in capsys.readouterr().err and len(started[-1].argv) == 1
+    workers.run("s3", 0.0, most=0)  # nothing waits: no worker starts
+    assert len(started) == 3
+
+
+def test_a_workers_clock_keeps_the_commands_deadline_and_saves_what_the_stage_spent():
     from search.planning.clock import WorkerClock
 
     state = RunState(optuna.create_study())
     clock = WorkerClock(state, "s1", 100.0, 1000.0, deadline=time.time() + 40.0)
     assert 39.0 < clock.left() <= 40.0 and 59.0 < clock.elapsed() <= 61.0
-    clock.save()
-    assert state.spent() == {}
+    clock.save()  # as the command's clock would: 100 s share, 40 s left
+    assert 59.0 < state.spent()["s1"] <= 61.0
 
 
 def test_a_stage_worker_started_by_hand_before_its_stage_is_refused(tmp_path, auto_study, synthetic_dir, capsys):
@@ -327,7 +345,8 @@ def test_search_auto_with_two_workers_shares_each_stage_and_delivers_within_the_
     monkeypatch.setenv("PYTHONPATH", worker_env()["PYTHONPATH"])
     monkeypatch.setattr(plan_module, "MAX_S1_TRIALS", 4)  # the command plans; the workers read the plan
     started = time.monotonic()
-    assert auto.main([*auto_args(tmp_path, auto_study, synthetic_dir), "--workers", "2"]) == 0
+    args = [*auto_args(tmp_path, auto_study, synthetic_dir)[:-1], "fake_trainers:epochs_500ms", "--workers", "2"]
+    assert auto.main(args) == 0  # half-second epochs: both workers take trials
     wall = time.monotonic() - started
     out = capsys.readouterr().out
     assert "2 workers side by side" in out and out.count("started 2 workers") == 3
@@ -348,10 +367,11 @@ def test_the_choice_leaves_out_a_candidate_whose_scoring_would_pass_the_budget()
     scores = [{"kind": c.kind, "runs": list(c.runs), "tta": tta, "threshold": 0.5, "val_mdice": value, "candidate": c}
               for c, tta, value in ((single, "none", 0.80), (single, "d4", 0.83), (pair, "d4", 0.86))]
     assert pick(scores).candidate == pair and pick(scores).left_out == 0
-    fits_d4 = pick(scores, scored_images=100, seconds=(0.01, 10.0))  # 8 passes x 100 images = 8 s; 16 = 16 s
+    fits_d4 = pick(scores, scored_images=100, seconds=(0.01, 55.0))  # export 45 s a model; 8 s of d4 passes, 16 s
     assert (fits_d4.candidate, fits_d4.tta, fits_d4.left_out) == (single, "d4", 1)
     assert "1 costlier candidate left out" in fits_d4.describe()
     nothing_fits = pick(scores, scored_images=100, seconds=(0.01, 0.0))
+    assert pick(scores, scored_images=100, seconds=(0.01, 106.0)).candidate == pair  # 2 x 45 s + 16 s
     assert (nothing_fits.candidate, nothing_fits.tta) == (single, "none")
 
 

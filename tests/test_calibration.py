@@ -24,6 +24,11 @@ def test_dice_at_each_threshold_is_the_dice_of_the_mask_binary_mask_gives(seed):
     expected = [_dice(binary_mask(probability, t).astype(bool), truth) for t in thresholds]
     assert dice_at(probability, truth, thresholds) == pytest.approx(expected)
     assert dice_at(np.zeros((4, 4), np.float32), np.zeros((4, 4), bool), thresholds) == pytest.approx([1.0] * 5)
+    probability[1, :] = np.nan  # a diverged model's pixels are never polyp, as binary_mask counts them
+    expected = [_dice(binary_mask(probability, t).astype(bool), truth) for t in thresholds]
+    assert dice_at(probability, truth, thresholds) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="ascending"):
+        dice_at(probability, truth, (0.5, 0.2))
 
 
 def test_dice_curve_binarises_the_uint8_map_at_every_level():

@@ -32,8 +32,12 @@ def dice_curve(probability: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def dice_at(probability: np.ndarray, truth: np.ndarray, thresholds: tuple[float, ...]) -> np.ndarray:
     """Dice of the map binarised at each of `thresholds` (ascending; pixel polyp where probability >= it, as
     polyp.images.binary_mask does)."""
-    levels = np.searchsorted(np.asarray(thresholds, probability.dtype), probability, side="right")  # compared
-    # in the map's own precision, as `probability >= threshold` compares them
+    cuts = np.asarray(thresholds, np.result_type(probability.dtype, np.float32))  # compared in the map's own
+    # precision, as `probability >= threshold` compares them
+    if np.any(np.diff(cuts) < 0):
+        raise ValueError(f"thresholds {thresholds} must be ascending")
+    levels = np.searchsorted(cuts, probability, side="right")
+    levels[np.isnan(probability)] = 0  # NaN >= t is false: never polyp
     return _dice_by_level(levels, truth, len(thresholds) + 1)[1:]  # level j: at or above the j-th threshold
 
 

@@ -25,6 +25,7 @@ from polyp.config import TrainConfig
 from polyp.train.loader import AUTO, MAX_AUTO_WORKERS, usable_cores
 from search.study.errors import CommandLineError
 
+INTERRUPTED = 130  # a command's exit status after Ctrl-C (and the workers' together, when every one was)
 WORKER_FLAGS = ("--workers", "--devices")  # what the parent takes; the workers get the rest of the command line
 
 
@@ -34,6 +35,7 @@ class WorkerPlan:
 
     argv: list[list[str]]
     environments: list[dict[str, str]]
+    threads: int = 0  # the training threads given to each worker (0: none given; the study's or every core)
 
 
 def _cuda_devices(devices: str | None, device: str | None) -> list[str]:
@@ -78,12 +80,14 @@ def plan_workers(workers: int, devices: str | None, device: str | None, argv: li
     cuda = _cuda_devices(devices, device)
     cores = cpu_count or usable_cores()
     share: list[str] = []
+    threads = 0
     if cuda:
         share += ["--device", "cuda"] if device is None else []
         if base.loader_workers == AUTO:
             share += ["--loader-workers", str(max(1, min(MAX_AUTO_WORKERS, (cores - 1) // workers)))]
     else:
-        share += ["--threads", str(max(1, cores // workers))] if not base.threads else []
+        threads = 0 if base.threads else max(1, cores // workers)
+        share += ["--threads", str(threads)] if threads else []
         share += ["--loader-workers", "0"] if base.loader_workers == AUTO else []
     environments = []
     for index in range(workers):
@@ -91,7 +95,7 @@ def plan_workers(workers: int, devices: str | None, device: str | None, argv: li
         if cuda:
             env["CUDA_VISIBLE_DEVICES"] = cuda[index % len(cuda)]
         environments.append(env)
-    return WorkerPlan([[*command, *share] for _ in range(workers)], environments)
+    return WorkerPlan([[*command, *share] for _ in range(workers)], environments, threads)
 
 
 def _without_worker_flags(argv: list[str]) -> list[str]:
@@ -166,8 +170,8 @@ def run_workers(module: str, plan: WorkerPlan) -> int:
         print(f"worker {number} (pid {pid}) ended badly: {how}", file=sys.stderr, flush=True)
     if not failed:
         return 0
-    interrupted = {130, -signal.SIGINT, -signal.SIGTERM}
+    interrupted = {INTERRUPTED, -signal.SIGINT, -signal.SIGTERM}
     if all(code in interrupted for _, _, code in failed):
-        return 130
+        return INTERRUPTED
     codes_seen = {code for _, _, code in failed}
     return codes_seen.pop() if len(codes_seen) == 1 and min(codes_seen) > 0 else 1

@@ -114,7 +114,7 @@ def choose(refit: Session, batch_size: int = BATCH, deadline: float | None = Non
         deadline: when the delivery must end (Unix time); None: no limit.
         scored_images: the images the delivery then scores with the chosen candidate.
     """
-    started, passes_done = time.time(), 0
+    pass_seconds, passes_done = 0.0, 0
     found = candidates(refit)
     trials = {t.number: t for t in refit.study.get_trials(deepcopy=False)}
     needed = sorted({number for candidate in found for number in candidate.runs})
@@ -128,7 +128,9 @@ def choose(refit: Session, batch_size: int = BATCH, deadline: float | None = Non
                 chunk = data.pairs[start:start + batch_size]
                 images = [read_image(pair.image) for pair in chunk]
                 truths = [data.convention.binarise(read_raw_mask(pair.mask)).astype(bool) for pair in chunk]
+                started = time.perf_counter()
                 passes = {n: p.pass_probabilities(images, "d4") for n, p in predictors.items()}
+                pass_seconds += time.perf_counter() - started
                 passes_done += len(FROM_D4["d4"]) * len(images) * len(predictors)
                 for tta, chosen in FROM_D4.items():
                     for candidate in found:
@@ -143,21 +145,21 @@ def choose(refit: Session, batch_size: int = BATCH, deadline: float | None = Non
             scores += [{"kind": candidate.kind, "runs": list(candidate.runs), "tta": tta, "threshold": threshold,
                         "val_mdice": float(value), "candidate": candidate} for threshold, value in zip(THRESHOLDS, per_set, strict=True)]
     seconds = None
-    if deadline is not None:  # what scoring the delivery's images takes per forward pass, as measured above
-        per_pass = (time.time() - started) / max(1, passes_done)
-        seconds = (per_pass, deadline - time.time() - DELIVER_FIXED_S - SCORE_S * scored_images)
+    if deadline is not None:  # a forward pass's seconds, as measured above; what is left for scoring
+        seconds = (pass_seconds / max(1, passes_done), deadline - time.time() - SCORE_S * scored_images)
     return pick(scores, scored_images, seconds)
 
 
 def pick(scores: list[dict], scored_images: int = 0, seconds: tuple[float, float] | None = None) -> Choice:
     """The choice among scored candidates (each a dict of kind, runs, tta, threshold, val_mdice, candidate).
 
-    `seconds`: (seconds per forward pass, seconds left for scoring) — a candidate whose passes over the
-    `scored_images` would not fit is left out (when none fits: the cheapest); None: no limit."""
+    `seconds`: (seconds per forward pass, seconds left for exporting and scoring) — a candidate whose export
+    (each of its models) and passes over the `scored_images` would not fit is left out (when none fits: the
+    cheapest); None: no limit."""
     pool = scores
     if seconds is not None:
         per_pass, room = seconds
-        pool = [s for s in scores if _passes(s) * scored_images * per_pass <= room]
+        pool = [s for s in scores if DELIVER_FIXED_S * len(s["runs"]) + _passes(s) * scored_images * per_pass <= room]
         pool = pool or [s for s in scores if _passes(s) == min(map(_passes, scores))]
     best = max(score["val_mdice"] for score in pool)
     near = [s for s in pool if s["val_mdice"] >= best - MARGIN]

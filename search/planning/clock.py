@@ -69,8 +69,9 @@ class StageClock:
 
 
 class WorkerClock(StageClock):
-    """A stage's clock in one of its `--workers` processes: the command's deadline; the command's own clock keeps
-    the time spent, so this one saves nothing."""
+    """A stage's clock in one of its `--workers` processes: the command's deadline. It saves the stage's time after
+    each trial as the command's own clock would (the same figure in every worker), so a command killed outright
+    keeps it too."""
 
     def __init__(self, state: RunState, name: str, share: float, budget: float, deadline: float,
                  log: Path | None = None):
@@ -79,9 +80,6 @@ class WorkerClock(StageClock):
 
     def elapsed(self) -> float:
         return max(0.0, self.share - self.left())
-
-    def save(self) -> None:
-        pass
 
 
 def write_log(log: Path | None, line: str) -> None:

@@ -30,6 +30,7 @@ DELIVER_SHARE, DELIVER_MIN_S = 0.06, 60.0  # choosing, exporting (ONNX), scoring
 DELIVER_FIXED_S = 45.0  # exporting with ONNX, checking it, timing its latency, drawing the card
 DELIVER_PASSES = 8  # forward passes per image at most: d4 test-time augmentation (the choice tries it on every
 # validation image, per refit configuration)
+RESERVE_ROUNDS = 3  # the delivery's reserve and stage 3's size settle within a few rounds
 SCORE_S = 0.1  # the literature's measures of one image at its own size (Sα, Eφ, Fβw, HD95: pysodmetrics)
 EPOCHS = {"s1": 4, "s2": 6, "s3": 16}  # per trial: short (pruned at 1 and 3), longer, a full refit
 PRUNED_COST = 0.55  # successive halving (rungs at 1 and 3 of 4 epochs) stops about two trials in three early:
@@ -108,7 +109,8 @@ class Plan:
 
     def lines(self) -> list[str]:
         begun = dict(self.begun)  # in `spent` already: only what a begun stage has left is added
-        total = self.spent + sum(max(0.0, stage.seconds - begun.get(stage.name, 0.0)) for stage in self.stages) + self.deliver
+        total = (self.spent + sum(max(0.0, stage.seconds - begun.get(stage.name, 0.0)) for stage in self.stages)
+                 + max(0.0, self.deliver - begun.get("deliver", 0.0)))
         side = f", {self.workers} workers side by side" if self.workers > 1 else ""
         return [f"plan for a budget of {format_duration(self.budget)} ({minutes(self.spent)} spent before it{side}):",
                 *(f"  {stage.describe()}" for stage in self.stages),
@@ -245,16 +247,18 @@ def make_plan(budget: float, spent: float | dict[str, float], costs: Costs, size
 
     deliver = deliver_seconds(budget)
     stages = stages_with(deliver)
-    final = stages["s3"]
-    needed = costs.deliver_seconds((s3_models or [mean_model])[:final.trials], final.trials * final.seeds,
-                                   final.image_size)
-    if needed > deliver and "s3" not in fixed:  # many images to score: the stages make room (s3 may shrink)
+    for _ in range(RESERVE_ROUNDS):  # many images to score: the stages make room, and a smaller s3 needs less
+        final = stages["s3"]
+        needed = max(deliver_seconds(budget), costs.deliver_seconds(
+            (s3_models or [mean_model])[:final.trials], final.trials * final.seeds, final.image_size))
+        if "s3" in fixed or abs(needed - deliver) < 1.0:
+            break
         deliver = needed
         stages = stages_with(deliver)
     ordered = tuple(stages[name] for name in SHARES)
     planned = tuple(stage for stage in ordered if stage.name not in done)
-    return Plan(budget, spent, planned, deliver, workers,
-                tuple((stage.name, by_part[stage.name]) for stage in planned if by_part.get(stage.name)))
+    begun = [(name, by_part[name]) for name in [stage.name for stage in planned] + ["deliver"] if by_part.get(name)]
+    return Plan(budget, spent, planned, deliver, workers, tuple(begun))
 
 
 def with_seconds(stage: Stage, seconds: float) -> Stage:

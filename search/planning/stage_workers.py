@@ -9,12 +9,13 @@ kept by the command's own clock, so resuming, the plan and the budget work as wi
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
-from search.engine.workers import WorkerPlan, run_workers
-from search.study.errors import StudyError
+from search.engine.workers import INTERRUPTED, WorkerPlan, run_workers
+from search.study.errors import CommandLineError
 
-INTERRUPTED = 130
+BAD_INPUT = 2  # every worker refused its input (the commands' exit status for the project's errors)
 
 
 @dataclass(frozen=True)
@@ -29,21 +30,28 @@ class StageWorkers:
         return len(self.plan.argv)
 
     def threads(self, configured: int) -> int:
-        """The torch threads each worker trains with: the share its command line gives, else `configured`."""
-        argv = self.plan.argv[0]
-        given = [argv[i + 1] for i, word in enumerate(argv[:-1]) if word == "--threads"]
-        return int(given[-1]) if given else configured
+        """The torch threads each worker trains with: its share of the cores, else `configured`."""
+        return self.plan.threads or configured
 
-    def commands(self, stage: str, deadline: float) -> WorkerPlan:
-        """Each worker's command line for one stage."""
+    def commands(self, stage: str, deadline: float, most: int | None = None) -> WorkerPlan:
+        """The command lines of one stage's workers (at most `most` of them)."""
         extra = ["--stage-worker", stage, "--stage-deadline", f"{deadline:.3f}"]
-        return WorkerPlan([[*argv, *extra] for argv in self.plan.argv], self.plan.environments)
+        count = self.count if most is None else max(0, min(self.count, most))
+        return WorkerPlan([[*argv, *extra] for argv in self.plan.argv[:count]], self.plan.environments[:count],
+                          self.plan.threads)
 
-    def run(self, stage: str, deadline: float) -> None:
-        """Runs the stage in the workers until each has stopped (at the deadline at the latest)."""
-        code = run_workers("search.auto", self.commands(stage, deadline))
+    def run(self, stage: str, deadline: float, most: int | None = None) -> None:
+        """Runs the stage in the workers (at most `most`: the trials waiting) until each has stopped, at the
+        deadline at the latest. A worker that dies leaves its trial to the others (the heartbeat fails it) and
+        the run goes on; Ctrl-C stops them all; bad input that every worker refused stops the run."""
+        commands = self.commands(stage, deadline, most)
+        if not commands.argv:
+            return
+        code = run_workers("search.auto", commands)
         if code == INTERRUPTED:
             raise KeyboardInterrupt
+        if code == BAD_INPUT:
+            raise CommandLineError(f"stage {stage}: its workers refused their input (see their lines above)")
         if code:
-            raise StudyError(f"stage {stage}: its workers ended with status {code} (see their lines above); run the "
-                             f"same command again to go on")
+            print(f"auto {stage}: a worker ended badly (status {code}, see above); the run goes on with what the "
+                  f"stage finished", file=sys.stderr, flush=True)

@@ -109,9 +109,15 @@ def run_stage1(run: AutoRun, session: Session, data: PolypData, state: RunState,
     """Stage 1 under its clock: in this process, or in `run.workers` processes that share the study."""
     with StageClock(state, "s1", stage.seconds, run.budget, run.log) as clock:
         if run.workers is not None:
-            run.workers.run("s1", clock.deadline)
+            if not clock.over():
+                run.workers.run("s1", clock.deadline)
         else:
             stage1_loop(run, session, data, stage, costs, clock)
+
+
+def waiting(session: Session, wanted: Callable[[FrozenTrial], bool]) -> int:
+    """How many of a stage's enqueued trials still wait to be trained (the workers worth starting)."""
+    return sum(1 for t in session.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if wanted(t))
 
 
 def stage1_score(trial: FrozenTrial) -> float:
@@ -165,8 +171,10 @@ def run_stage2(run: AutoRun, s1: Session, state: RunState, stage: Stage, sources
         copy_split(s1, session)
         planned = [PlannedTrial(t.number, dict(t.params), stage_source_attributes(t)) for t in sources]
         enqueue_missing(session.study, session.storage, planned, key_of=stage_source)
+        planned_keys = {source.number for source in sources}
         if run.workers is not None:
-            run.workers.run("s2", clock.deadline)
+            if not clock.over():
+                run.workers.run("s2", clock.deadline, most=waiting(session, lambda t: stage_source(t) in planned_keys))
         else:
             stage2_loop(run, s1, session, stage, costs, clock)
     return session
@@ -213,7 +221,9 @@ def run_stage3(run: AutoRun, source: Session, state: RunState, stage: Stage, cos
         record_refit(session, source)
         enqueue_runs(session, plan, settings)
         if run.workers is not None:
-            run.workers.run("s3", clock.deadline)
+            if not clock.over():
+                keys = {(trial.number, seed, fold) for trial, seed, fold in plan}
+                run.workers.run("s3", clock.deadline, most=waiting(session, lambda t: run_key(t) in keys))
         else:
             stage3_loop(run, source, stage, costs, clock)
     return session

@@ -62,34 +62,41 @@ class StepTimes:
 
 
 def machine_key(device: torch.device) -> str:
-    """What makes step times comparable: the processor, the cores, the threads, PyTorch, the device."""
+    """What makes step times comparable: the processor, the cores, PyTorch, the device (the threads are the
+    config's, in each entry's key)."""
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     return (f"{platform.machine()}|{platform.processor() or platform.node()}|{os.cpu_count()} cores|"
-            f"{torch.get_num_threads()} threads|torch {torch.__version__}|{device.type} {gpu}".strip())
+            f"torch {torch.__version__}|{device.type} {gpu}".strip())
 
 
 def time_config(cfg: TrainConfig) -> float:
     """Seconds per image of one training step of `cfg` (random weights: the weights do not change the time)."""
     device = resolve_device(cfg.device)
     cfg = dataclasses.replace(cfg, encoder_weights="none", compile=False)
+    previous = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # as the trainer runs it
-    torch.manual_seed(cfg.seed)
-    step = TrainStep(cfg, build_model(cfg).to(device), device, SCHEDULE_STEPS)
-    images, masks = random_batch(cfg, cfg.image_size, cfg.batch_size)
-    step.train(images, masks)
-    best = float("inf")
-    for _ in range(TIMED_STEPS):
-        started = time.perf_counter()
+    try:
+        torch.manual_seed(cfg.seed)
+        step = TrainStep(cfg, build_model(cfg).to(device), device, SCHEDULE_STEPS)
+        images, masks = random_batch(cfg, cfg.image_size, cfg.batch_size)
         step.train(images, masks)
+        best = float("inf")
+        for _ in range(TIMED_STEPS):
+            started = time.perf_counter()
+            step.train(images, masks)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(previous)  # the command's own work (choosing, scoring) keeps its threads
         if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - started)
+            torch.cuda.empty_cache()  # the timed models' memory is not held while a worker trains on this GPU
     return best / cfg.batch_size
 
 
 def _key(cfg: TrainConfig) -> str:
-    return (f"{cfg.arch}|{cfg.encoder}|threads {cfg.threads}|depth {cfg.encoder_depth}|{cfg.decoder_attention}|ds {cfg.deep_supervision}|"
+    return (f"{cfg.arch}|{cfg.encoder}|threads {cfg.threads or 'all'}|depth {cfg.encoder_depth}|{cfg.decoder_attention}|ds {cfg.deep_supervision}|"
             f"{cfg.image_size} px|batch {cfg.batch_size}|{cfg.precision}|channels_last {cfg.channels_last}")
 
 
