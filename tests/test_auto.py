@@ -383,3 +383,15 @@ def test_many_images_to_score_make_the_delivery_reserve_more_and_the_stages_less
     assert many.spent + sum(s.seconds for s in many.stages) + many.deliver <= 3600 + 1e-6
     with pytest.raises(CommandLineError, match="too small"):  # the delivery alone would not fit
         check_budget(3600, 60.0, Costs(kvasir_costs().times, 800, 100, scored_images=200000), SIZES)
+
+
+def test_stage_2_trains_fewer_configurations_larger_rather_than_all_at_stage_1s_size():
+    from search.planning.plan import stage2
+
+    model = ("unetplusplus", "lite0")  # 6 epochs at 160 px: about 278 s a run
+    tight = stage2(700.0, kvasir_costs(), SIZES, [model] * 4)
+    assert (tight.trials, tight.image_size, tight.epochs) == (2, 160, 6)
+    roomy = stage2(1200.0, kvasir_costs(), SIZES, [model] * 4)
+    assert (roomy.trials, roomy.image_size, roomy.epochs) == (4, 160, 6)
+    too_tight = stage2(200.0, kvasir_costs(), SIZES, [model] * 4)
+    assert too_tight.trials == 4 and too_tight.epochs < 6

@@ -169,14 +169,17 @@ def wall_seconds(runs: list[float], workers: int) -> float:
 
 
 def stage2(seconds: float, costs: Costs, sizes: list[int], models: list[tuple[str, str]], workers: int = 1) -> Stage:
-    """The best third of stage 1 (`models`) at the largest size above stage 1's whose runs fit the share; else at
-    the next size with fewer epochs (at least 3), else at stage 1's size with as many epochs as fit."""
+    """The best third of stage 1 (`models`, best first) at the largest size above stage 1's whose runs fit the
+    share; else the best of them, as many as fit there (at least 2); else all at the next size with fewer epochs
+    (at least 3); else at stage 1's size with as many epochs as fit."""
     epochs = EPOCHS["s2"]
     larger = sizes[1:] or sizes
-    size = _largest_fit(seconds, larger, lambda s: wall_seconds([costs.trial_seconds(m, s, epochs) for m in models],
-                                                                workers))
-    if size is not None:
-        return Stage("s2", size, epochs, len(models), seconds)
+    for count in range(len(models), min(2, len(models)) - 1, -1):  # a larger size over more configurations
+        chosen = models[:count]
+        size = _largest_fit(seconds, larger, lambda s, c=chosen: wall_seconds(
+            [costs.trial_seconds(m, s, epochs) for m in c], workers))
+        if size is not None:
+            return Stage("s2", size, epochs, count, seconds)
     for size, least in ((larger[0], 3), (sizes[0], 1)):
         per_epoch = max(costs.epoch_seconds(m, size) for m in models)
         fitting = _fitting_epochs(seconds, per_epoch, len(models), epochs, workers)

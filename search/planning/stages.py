@@ -155,7 +155,7 @@ def stage2_loop(run: AutoRun, s1: Session, session: Session, stage: Stage, costs
     """Trains stage 2's waiting trials (the sources enqueued by `run_stage2`) until each has finished or the share
     is spent."""
     data = load_data(session)
-    keys = {source.number for source in stage2_sources(s1)}
+    keys = {source.number for source in stage2_sources(s1)[:stage.trials]}
     objective = _objective(run, session, data, stage_budget(clock, costs, stage.image_size))
     run_until(session.study, objective, len(keys), session.storage, timeout=max(0.0, clock.left()),
               callbacks=[print_trial, clock.progress], waiting_only=True,
@@ -169,6 +169,7 @@ def run_stage2(run: AutoRun, s1: Session, state: RunState, stage: Stage, sources
     with StageClock(state, "s2", stage.seconds, run.budget, run.log) as clock:  # the data's decoding counts too
         session = stage2_session(run, stage)
         copy_split(s1, session)
+        sources = sources[:stage.trials]  # the plan may take fewer, to train them larger
         planned = [PlannedTrial(t.number, dict(t.params), stage_source_attributes(t)) for t in sources]
         enqueue_missing(session.study, session.storage, planned, key_of=stage_source)
         planned_keys = {source.number for source in sources}
