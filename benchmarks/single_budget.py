@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from commands import evaluated_mdice, step  # benchmarks/commands.py, beside this script
+
 from polyp.config import TrainConfig, parse_config
 from search.planning.budget import parse_budget
 

@@ -46,6 +46,7 @@ from search.planning.choice import choose
 from search.planning.clock import StageClock, WorkerClock, write_log
 from search.planning.delivery import export_choice, extra_sets, score_sets, test_sets
 from search.planning.plan import EPOCHS, S3_CONFIGS, SHARES, Costs, Plan, check_budget, make_plan
+from search.planning.stage_workers import StageWorkers
 from search.planning.stages import (
     AutoRun,
     measured_correction,
@@ -60,7 +61,6 @@ from search.planning.stages import (
     stage2_sources,
     stage3_loop,
 )
-from search.planning.stage_workers import StageWorkers
 from search.planning.state import RunState, differences
 from search.planning.step_times import measure
 from search.study.errors import StudyError
