@@ -60,6 +60,7 @@ from search.planning.stages import (
     stage2_session,
     stage2_sources,
     stage3_loop,
+    stage3_source,
 )
 from search.planning.state import RunState, differences
 from search.planning.step_times import measure
@@ -267,7 +268,7 @@ def drive(run: AutoRun, s1: Session, data: PolypData, state: RunState, args: arg
         costs = update_correction(state, s2, costs)
     else:
         s2 = stage2_session(run, state.stages()["s2"])
-    source = s2 if top_trials(s2.study, 1) else s1
+    source = stage3_source(s1, s2)
     if not state.done("s3"):
         stage = state.stages().get("s3") or plan_now(run, state, costs, sizes, s3_models=[
             model_of(t) for t in top_trials(source.study, S3_CONFIGS)]).stage("s3")
@@ -329,8 +330,7 @@ def work_stage(args: argparse.Namespace, argv: list[str]) -> int:
     elif name == "s2":
         stage2_loop(run, s1, stage2_session(run, stage), stage, costs, clock)
     else:
-        s2 = stage2_session(run, state.stages()["s2"])
-        stage3_loop(run, s2 if top_trials(s2.study, 1) else s1, stage, costs, clock)
+        stage3_loop(run, stage3_source(s1, stage2_session(run, state.stages()["s2"])), stage, costs, clock)
     return 0
 
 

@@ -22,7 +22,7 @@ import optuna
 from polyp.errors import PolypError
 from search.engine.session import DEFAULT_RUN_DIR, Session, StudyRequest
 from search.engine.trial_loop import interrupt_on_signals
-from search.engine.workers import plan_workers, run_workers
+from search.engine.workers import BAD_INPUT, plan_workers, run_workers
 from search.study.definition import DIRECTIONS, PRUNERS, SAMPLERS
 from search.study.errors import CommandLineError
 from search.study.forced import FORCED_FIELDS, RUN_FLAGS, CommandSettings
@@ -163,7 +163,7 @@ def import_trainer(spec: str):
         raise CommandLineError(f"--trainer {spec!r}: cannot import ({error}); write module:function") from None
 
 
-def fail(message: str, code: int = 2) -> int:
+def fail(message: str, code: int = BAD_INPUT) -> int:
     """Prints an error for the user and returns the exit code."""
     print(f"error: {message}", file=sys.stderr)
     return code

@@ -26,6 +26,7 @@ from polyp.train.loader import AUTO, MAX_AUTO_WORKERS, usable_cores
 from search.study.errors import CommandLineError
 
 INTERRUPTED = 130  # a command's exit status after Ctrl-C (and the workers' together, when every one was)
+BAD_INPUT = 2  # a command's exit status for the project's errors (search.cli.fail)
 WORKER_FLAGS = ("--workers", "--devices")  # what the parent takes; the workers get the rest of the command line
 
 

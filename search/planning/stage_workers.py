@@ -3,8 +3,9 @@
 The command plans, enqueues and delivers in its own process; for each stage it starts N copies of its own command
 line with `--stage-worker STAGE --stage-deadline T` (and each worker's share of the machine, as
 `search.engine.workers` gives it: on CUDA one device of `--devices`, on the CPU cores / N threads), relays their
-lines and waits. The workers run the stage's trial loop against the stage's deadline and stop there; the time is
-kept by the command's own clock, so resuming, the plan and the budget work as with one process.
+lines and waits. The workers run the stage's trial loop against the stage's deadline and stop there, saving the
+stage's time after each trial as the command's clock does, so resuming, the plan and the budget work as with one
+process.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from search.engine.workers import INTERRUPTED, WorkerPlan, run_workers
+from search.engine.workers import BAD_INPUT, INTERRUPTED, WorkerPlan, run_workers
 from search.study.errors import CommandLineError
-
-BAD_INPUT = 2  # every worker refused its input (the commands' exit status for the project's errors)
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,11 @@ def run_stage2(run: AutoRun, s1: Session, state: RunState, stage: Stage, sources
     return session
 
 
+def stage3_source(s1: Session, s2: Session) -> Session:
+    """The stage whose best configurations stage 3 refits: stage 2, unless it finished none."""
+    return s2 if top_trials(s2.study, 1) else s1
+
+
 def open_refit_stage(run: AutoRun, source: Session, stage: Stage) -> tuple[Session, RefitSettings]:
     """NAME.refit, the companion study search.refit would make, at stage 3's size, epochs and seeds."""
     settings = RefitSettings(top=stage.trials, seeds=stage.seeds, folds=0, image_size=stage.image_size,
